@@ -1,0 +1,131 @@
+"""distillzoo's command line: LightningCLI ``fit | validate | test | predict`` from YAML recipes,
+plus ``zoo list | show | verify | export | cards | evidence``.
+
+    python cli.py fit --config recipes/graph_mlp/tiny.yaml
+    python cli.py zoo list
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+import zoo
+from zoo import cards, evidence, export, registry, store
+
+
+class DistillCLI(LightningCLI):
+    """LightningCLI in subclass mode (recipes name ``class_path: modules.graph_mlp.FFG2M``), a CSV
+    logger by default, the resolved config saved with every run, and ``--test_after_fit`` to test
+    the best-validation checkpoint right after ``fit`` (how the evidence runs select the epoch)."""
+
+    test_metrics: dict[str, float]
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="after fit, test the best checkpoint of ModelCheckpoint (else the final weights)",
+        )
+
+    def after_fit(self) -> None:
+        self.test_metrics = {}
+        if not self.config[self.subcommand].get("test_after_fit"):
+            return
+        best = next((c.best_model_path for c in self.trainer.checkpoint_callbacks if c.best_model_path), None)
+        if isinstance(self.trainer.checkpoint_callback, ModelCheckpoint) and best is None and not self.trainer.fast_dev_run:
+            raise RuntimeError("--test_after_fit: no best checkpoint was saved; does ModelCheckpoint monitor a logged metric?")
+        results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
+        self.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+
+
+def lightning_main(args: list[str]) -> DistillCLI:
+    return DistillCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}
+        },
+        args=args,
+    )
+
+
+def zoo_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="distillzoo zoo", description="the distillzoo model zoo")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the entries")
+    show = sub.add_parser("show", help="print an entry's metafile")
+    show.add_argument("name")
+    check = sub.add_parser("verify", help="check sha256 of one or all entries' weights")
+    check.add_argument("name", nargs="?")
+    exp = sub.add_parser("export", help="turn a Lightning .ckpt into student safetensors + an entry")
+    exp.add_argument("ckpt")
+    exp.add_argument("--name", required=True)
+    exp.add_argument("--meta", help="YAML with entry fields (method, task, paper, data, recipe, ...)")
+    exp.add_argument("--weights-dir", type=Path)
+    exp.add_argument("--entries-dir", type=Path)
+    exp.add_argument("--overwrite", action="store_true")
+    crd = sub.add_parser("cards", help="regenerate MODEL_CARDS.md from the metafiles")
+    crd.add_argument("--output", type=Path)
+    ev = sub.add_parser("evidence", help="run an entry's arms over seeds and write the result rows")
+    ev.add_argument("name")
+    ev.add_argument("--seeds", type=int, default=3)
+    ev.add_argument("--arms", nargs="+", help="only these arms (by name); other rows are kept")
+    opts = parser.parse_args(argv)
+
+    if opts.command == "list":
+        for name in zoo.list():
+            entry = zoo.get(name)
+            print(f"{name:40s} {entry.method:12s} {entry.task}")
+    elif opts.command == "show":
+        print(yaml.safe_dump(zoo.get(opts.name).raw, sort_keys=False, allow_unicode=True), end="")
+    elif opts.command == "verify":
+        failed = 0
+        for name in [opts.name] if opts.name else zoo.list():
+            try:
+                path = store.entry_file(registry.get(name))
+                store.read_safetensors(path)
+                print(f"ok      {name}  {path}")
+            except (ValueError, FileNotFoundError) as err:
+                failed += 1
+                print(f"FAILED  {name}: {err}")
+        return 1 if failed else 0
+    elif opts.command == "export":
+        meta = yaml.safe_load(Path(opts.meta).read_text()) if opts.meta else None
+        path = export.export(opts.ckpt, opts.name, meta, opts.weights_dir, opts.entries_dir, opts.overwrite)
+        print(f"exported {opts.name}: {path}")
+    elif opts.command == "cards":
+        print(f"wrote {cards.write(opts.output)}")
+    elif opts.command == "evidence":
+        evidence.run(opts.name, opts.seeds, opts.arms)
+    return 0
+
+
+def main(args: list[str] | None = None) -> Any:
+    """Run the CLI in-process: returns the LightningCLI for Lightning commands, an exit code for ``zoo``."""
+    args = sys.argv[1:] if args is None else list(args)
+    if args and args[0] == "zoo":
+        return zoo_main(args[1:])
+    return lightning_main(args)
+
+
+def console_main() -> None:
+    result = main()
+    if isinstance(result, int):
+        sys.exit(result)
+
+
+if __name__ == "__main__":
+    console_main()

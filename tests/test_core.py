@@ -1,0 +1,119 @@
+"""The core contracts: a frozen, always-eval teacher through a real fit; taps; projectors."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from conftest import ToyData, ToyDistill, ToyNet
+from torch import nn
+
+from modules.core import FeatureTaps, Teacher, make_projector, projector_for
+
+
+class TeacherWatch(L.Callback):
+    """Checks, at every training batch, that the teacher is in eval and has not moved."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+
+    def on_fit_start(self, trainer, module):
+        self.before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        assert module.student.training and not module.teacher.training
+        assert not any(m.training for m in module.teacher.modules())
+        for k, v in module.teacher.state_dict().items():
+            assert torch.equal(v, self.before[k]), f"teacher tensor {k} moved"
+        self.checked += 1
+
+
+def fit(module, tmp_path, **trainer_kwargs):
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **trainer_kwargs,
+    )
+    trainer.fit(module, datamodule=ToyData())
+    return trainer
+
+
+def test_teacher_frozen_and_eval_through_fit(tmp_path):
+    teacher_net = ToyNet()
+    teacher_net.train()
+    module = ToyDistill(student=ToyNet(), teacher=teacher_net)
+    watch = TeacherWatch()
+    fit(module, tmp_path, callbacks=[watch])
+    assert watch.checked == 8
+    assert all(not p.requires_grad for p in module.teacher.parameters())
+    optimised = {id(p) for group in module.optimizers().optimizer.param_groups for p in group["params"]}
+    assert optimised.isdisjoint({id(p) for p in module.teacher.parameters()})
+    assert optimised == {id(p) for p in module.student.parameters()}
+
+
+def test_teacher_left_out_of_checkpoint_and_restored_on_load(tmp_path):
+    module = ToyDistill(student=ToyNet(), teacher=ToyNet())
+    trainer = fit(module, tmp_path)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    assert not [k for k in ckpt["state_dict"] if k.startswith("teacher.")]
+    assert [k for k in ckpt["state_dict"] if k.startswith("student.")]
+    assert ckpt["distillzoo"]["student_spec"]["class_path"] == "conftest.ToyNet"
+    fresh = ToyDistill(student=ToyNet(), teacher=module.teacher.network)
+    fresh.load_state_dict(fresh.state_dict())  # strict
+    restored = ToyDistill.load_from_checkpoint(path, student=ToyNet(), teacher=module.teacher.network, weights_only=True)
+    for k, v in module.student.state_dict().items():
+        assert torch.equal(v, restored.student.state_dict()[k])
+
+
+def test_several_teachers_form_a_moduledict():
+    module = ToyDistill(student=ToyNet(), teacher={"a": ToyNet(), "b": Teacher(ToyNet())})
+    assert isinstance(module.teacher, nn.ModuleDict)
+    assert all(isinstance(t, Teacher) for t in module.teacher.values())
+    assert set(module.teachers()) == {"a", "b"}
+    with pytest.raises(ValueError, match="empty set of teachers"):
+        ToyDistill(student=ToyNet(), teacher={})
+
+
+def test_teacher_forward_has_no_grad_and_renormalises():
+    net = nn.Conv2d(3, 1, 1, bias=False)
+    nn.init.ones_(net.weight)
+    teacher = Teacher(net, mean=[1.0, 1.0, 1.0], std=[2.0, 2.0, 2.0])
+    x = torch.full((1, 3, 2, 2), 3.0, requires_grad=True)
+    out = teacher(x)
+    assert not out.requires_grad
+    assert torch.allclose(out, torch.full((1, 1, 2, 2), 3.0))  # 3 channels x (3 - 1) / 2
+    teacher.train()
+    assert not teacher.training and not teacher.network.training
+
+
+def test_feature_taps_record_and_reject_unknown_paths():
+    net = ToyNet()
+    with FeatureTaps(net, {"hidden": "body.2", "out": "head"}) as taps:
+        out = net(torch.randn(4, 8))
+    assert taps["hidden"].shape == (4, 16) and torch.equal(taps["out"], out)
+    assert not net.body[2]._forward_hooks  # hooks removed on exit
+    with pytest.raises(KeyError, match=r"no submodule 'body.9'.*closest valid paths: body\.\d"):
+        FeatureTaps(net, {"x": "body.9"})
+
+
+def test_projectors_sized_from_shapes():
+    assert projector_for((2, 16), (2, 16)).__class__ is nn.Identity
+    lin = projector_for((2, 5, 16), (2, 5, 32))
+    assert lin(torch.randn(2, 5, 16)).shape == (2, 5, 32)
+    conv = projector_for((2, 8, 4, 4), (2, 24, 4, 4))
+    assert conv(torch.randn(2, 8, 4, 4)).shape == (2, 24, 4, 4)
+    assert make_projector("mlp", 4, 6)(torch.randn(3, 4)).shape == (3, 6)
+    with pytest.raises(ValueError, match="identity projector needs equal widths"):
+        make_projector("identity", 4, 6)
+
+
+def test_projectors_are_optimised_with_the_student():
+    module = ToyDistill(student=ToyNet(), teacher=ToyNet())
+    module.projectors["p"] = nn.Linear(3, 3)
+    params = module.configure_optimizers().param_groups[0]["params"]
+    assert {id(p) for p in params} == {id(p) for p in [*module.student.parameters(), *module.projectors.parameters()]}

@@ -1,0 +1,153 @@
+"""The zoo: export, verified loading, bad weights refused with clear messages, cards."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import lightning as L
+import pytest
+import torch
+from conftest import ToyData, ToyDistill, ToyNet
+from safetensors.torch import save_file
+
+import cli
+import zoo
+from modules.core import Teacher
+from zoo import cards, export, registry, store
+
+META = {"method": "Toy", "task": "classification"}
+
+
+@pytest.fixture
+def toy_ckpt(tmp_path):
+    module = ToyDistill(student=ToyNet(), teacher=ToyNet())
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=ToyData())
+    path = tmp_path / "toy.ckpt"
+    trainer.save_checkpoint(path)
+    return path, module
+
+
+def test_export_then_load_round_trips_bit_exactly(scratch_zoo, toy_ckpt):
+    ckpt, module = toy_ckpt
+    path = export.export(ckpt, "toy-student", META, scratch_zoo["weights"])
+    sha = store.sha256_file(path)
+    assert path.name == f"toy-student-{sha[:8]}.safetensors"
+    assert zoo.list() == ["toy-student"] and zoo.get("toy-student").sha256 == sha
+    loaded = zoo.load("toy-student")
+    assert isinstance(loaded, ToyNet) and not loaded.training
+    for key, value in module.student.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    tensors, _ = store.read_safetensors(path)
+    assert not [k for k in tensors if "teacher" in k]
+    assert set(tensors) == set(module.student.state_dict())
+    # zoo:NAME works wherever weights are taken: as a teacher, and as a student's init.
+    assert Teacher(weights="zoo:toy-student").manifest["sha256"] == sha
+    assert torch.equal(ToyDistill(init_weights="zoo:toy-student").student.head.weight, module.student.head.weight)
+
+
+def test_unknown_name_lists_close_names(scratch_zoo, toy_ckpt):
+    export.export(toy_ckpt[0], "toy-student", META, scratch_zoo["weights"])
+    with pytest.raises(KeyError, match="unknown zoo entry 'toy-studnet'; did you mean toy-student"):
+        zoo.load("toy-studnet")
+
+
+def test_sha_mismatch_names_both_hashes(scratch_zoo, toy_ckpt):
+    path = export.export(toy_ckpt[0], "toy-student", META, scratch_zoo["weights"])
+    good = store.sha256_file(path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    bad = store.sha256_file(path)
+    with pytest.raises(ValueError, match=f"failed sha256: expected {good}, got {bad}"):
+        zoo.load("toy-student")
+    assert cli.main(["zoo", "verify", "toy-student"]) == 1
+
+
+def test_truncated_and_foreign_files_are_refused(tmp_path):
+    save_file({"w": torch.ones(64)}, tmp_path / "ok.safetensors")
+    whole = (tmp_path / "ok.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(whole[:-10])
+    with pytest.raises(ValueError, match="is not a valid safetensors file"):
+        store.resolve(str(tmp_path / "cut.safetensors"))
+    (tmp_path / "tiny.safetensors").write_bytes(b"abc")
+    with pytest.raises(ValueError, match="shorter than the 8-byte header"):
+        store.resolve(str(tmp_path / "tiny.safetensors"))
+    (tmp_path / "text.safetensors").write_bytes(b"hello world, not a tensor file at all")
+    with pytest.raises(ValueError, match="not a complete safetensors file"):
+        store.resolve(str(tmp_path / "text.safetensors"))
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_pickle_weights_are_refused_never_unpickled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Boom(), protocol=4))
+    torch.save({"w": torch.ones(2)}, tmp_path / "legacy.pt")
+    for name in ("evil.pt", "legacy.pt"):
+        with pytest.raises(ValueError, match="refuses to unpickle"):
+            Teacher(ToyNet(), weights=str(tmp_path / name))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_weights_for_another_shape_name_the_tensors(scratch_zoo, toy_ckpt):
+    export.export(toy_ckpt[0], "toy-student", META, scratch_zoo["weights"])
+    with pytest.raises(ValueError, match=r"shape mismatch: .*body\.0\.weight: weights \(16, 8\) vs model \(32, 8\).*head\.weight"):
+        ToyDistill(student=ToyNet(hidden=32), init_weights="zoo:toy-student")
+
+
+def test_spec_must_name_an_nn_module(tmp_path):
+    with pytest.raises(TypeError, match="not an nn.Module subclass"):
+        store.build({"class_path": "os.system", "init_args": {"command": "true"}})
+
+
+def test_export_refuses_existing_entry_unless_overwrite(scratch_zoo, toy_ckpt):
+    first = export.export(toy_ckpt[0], "toy-student", META, scratch_zoo["weights"])
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        export.export(toy_ckpt[0], "toy-student", META, scratch_zoo["weights"])
+    assert cli.main(["zoo", "export", str(toy_ckpt[0]), "--name", "toy-student", "--overwrite",
+                     "--weights-dir", str(scratch_zoo["weights"])]) == 0
+    assert first.exists() and zoo.get("toy-student").raw["method"] == "Toy"
+
+
+def test_interrupted_export_leaves_no_partial_file(scratch_zoo, toy_ckpt, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export.export(toy_ckpt[0], "toy-student", META, scratch_zoo["weights"])
+    assert list(scratch_zoo["weights"].iterdir()) == []
+    assert list(scratch_zoo["entries"].iterdir()) == []
+
+
+def test_remote_entry_downloads_to_hash_named_cache_and_verifies(scratch_zoo, toy_ckpt, tmp_path):
+    path = export.export(toy_ckpt[0], "toy-student", META, scratch_zoo["weights"])
+    hosted = tmp_path / "hosted" / "v1"
+    hosted.mkdir(parents=True)
+    path.rename(hosted / "toy.safetensors")
+    entry = zoo.get("toy-student").raw
+    entry["weights"].update(file=None, url=f"file://{tmp_path}/hosted/{{revision}}/toy.safetensors", revision="v1")
+    registry.write_entry(entry)
+    model = zoo.load("toy-student")
+    cached = scratch_zoo["cache"] / f"toy-student-{entry['weights']['sha256'][:8]}.safetensors"
+    assert cached.is_file() and isinstance(model, ToyNet)
+    # A tampered host: the download is refused and nothing is left in the cache.
+    cached.unlink()
+    (hosted / "toy.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="failed sha256"):
+        zoo.load("toy-student")
+    assert list(scratch_zoo["cache"].iterdir()) == []
+
+
+def test_model_cards_match_what_zoo_cards_writes():
+    committed = (registry.REPO_ROOT / "MODEL_CARDS.md").read_text()
+    assert committed == cards.render(), "MODEL_CARDS.md is stale: run python cli.py zoo cards"
+
+
+def test_committed_entries_verify():
+    assert cli.main(["zoo", "verify"]) == 0

@@ -1,0 +1,80 @@
+"""``zoo evidence NAME``: run an entry's arms over seeds and write mean ± std rows into its metafile.
+
+An entry's ``evidence`` block lists the arms, each a recipe (one or more YAML configs) plus CLI
+overrides; every arm x seed is one in-process ``cli.py fit --test_after_fit true`` run, and the
+test metric of the best-validation checkpoint is collected. Rows are written by this code only.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from zoo import registry
+
+
+def run_arm(arm: dict[str, Any], seed: int, metric: str) -> float:
+    import cli  # the CLI imports the zoo; import it late to keep the zoo importable on its own
+
+    with tempfile.TemporaryDirectory(prefix="distillzoo-evidence-") as workdir:
+        args = ["fit", *(f"--config={c}" for c in arm["config"]), *arm.get("args", [])]
+        args += [
+            f"--seed_everything={seed}",
+            "--test_after_fit=true",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            f"--trainer.default_root_dir={workdir}",
+        ]
+        result = cli.main(args)
+    if metric not in result.test_metrics:
+        raise KeyError(f"arm {arm['arm']!r} logged no {metric!r}; it logged {sorted(result.test_metrics)}")
+    return float(result.test_metrics[metric])
+
+
+def summarise(values: list[float], scale: float) -> dict[str, Any]:
+    scaled = [v * scale for v in values]
+    std = statistics.stdev(scaled) if len(scaled) > 1 else 0.0
+    return {"mean": round(statistics.fmean(scaled), 2), "std": round(std, 2), "n": len(scaled), "values": [round(v, 2) for v in scaled]}
+
+
+def run(name: str, seeds: int, only: list[str] | None = None) -> dict[str, Any]:
+    """Run the arms of entry ``name`` (all, or those named in ``only``) and update its results."""
+    entry = registry.get(name)
+    spec = entry.raw.get("evidence")
+    if not spec or not spec.get("arms"):
+        raise ValueError(f"zoo entry {name!r} has no evidence.arms to run")
+    metric, scale = spec.get("metric", "test/acc"), float(spec.get("scale", 1.0))
+    arms = [a for a in spec["arms"] if only is None or a["arm"] in only]
+    if only and len(arms) != len(only):
+        unknown = set(only) - {a["arm"] for a in arms}
+        raise KeyError(f"unknown arm(s) {sorted(unknown)} for {name!r}; arms: {[a['arm'] for a in spec['arms']]}")
+    results = dict(entry.raw.get("results") or {})
+    rows = {r["arm"]: r for r in results.get("rows", [])}
+    start = time.perf_counter()
+    for arm in arms:
+        values = []
+        for seed in range(seeds):
+            values.append(run_arm(arm, seed, metric))
+            print(f"[evidence] {name} | {arm['arm']} | seed {seed}: {metric} = {values[-1]:.4f}", flush=True)
+        rows[arm["arm"]] = {"arm": arm["arm"], **summarise(values, scale)}
+    order = [a["arm"] for a in spec["arms"]]
+    results.update(
+        command=f"python cli.py zoo evidence {name} --seeds {seeds}",
+        metric=metric,
+        selection=spec.get("selection", "test metric at the best-validation checkpoint"),
+        rows=[rows[a] for a in order if a in rows],
+        hardware=f"{platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"python {sys.version.split()[0]}" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        wall_time_s=round(time.perf_counter() - start, 1) + (0 if only is None else float(results.get("wall_time_s", 0))),
+    )
+    raw = dict(entry.raw)
+    raw["results"] = results
+    registry.write_entry(raw, entry.path.parent)
+    return results

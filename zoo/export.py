@@ -1,0 +1,94 @@
+"""Turn a Lightning checkpoint into student-only safetensors plus a zoo metafile, atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save
+
+from zoo import registry, store
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(registry.REPO_ROOT))
+    except ValueError:
+        return str(path.resolve())
+
+
+def student_tensors(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    state = checkpoint.get("state_dict", {})
+    tensors = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+    if not tensors:
+        raise ValueError("the checkpoint holds no 'student.*' tensors; is it a distillzoo DistillModule checkpoint?")
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def export(
+    ckpt: str | Path,
+    name: str,
+    meta: dict[str, Any] | None = None,
+    weights_dir: Path | None = None,
+    entries_dir: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``<weights_dir>/<name>-<sha8>.safetensors`` and ``<entries_dir>/<name>.yaml``.
+
+    The checkpoint is opened with ``weights_only=True``; only ``student.*`` tensors leave it (the
+    teacher is never exported). The student is rebuilt from the spec and loaded strictly before
+    anything is written, and both files go through temp file + ``os.replace``. An existing entry
+    is refused unless ``overwrite``; its descriptive fields (paper, results ...) are then kept.
+    """
+    if not registry.NAME_PATTERN.match(name):
+        raise ValueError(f"zoo entry name {name!r} must be lowercase letters, digits, '-' or '.'")
+    weights_dir = weights_dir or registry.REPO_ROOT / "checkpoints"
+    entries_dir = entries_dir or registry.entries_dir()
+    entry_path = entries_dir / f"{name}.yaml"
+    if entry_path.exists() and not overwrite:
+        raise FileExistsError(f"zoo entry {entry_path} exists; pass --overwrite to replace it")
+    checkpoint = torch.load(Path(ckpt), map_location="cpu", weights_only=True)
+    info = checkpoint.get("distillzoo") or {}
+    spec = info.get("student_spec")
+    if spec is None:
+        raise ValueError(f"{ckpt} has no student constructor spec (checkpoint['distillzoo']['student_spec'])")
+    tensors = student_tensors(checkpoint)
+    store.load_into(store.build(spec), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
+
+    blob = save(tensors, metadata={store.SPEC_KEY: json.dumps(spec, sort_keys=True), "distillzoo.entry": name})
+    sha = hashlib.sha256(blob).hexdigest()
+    weights_path = weights_dir / f"{name}-{sha[:8]}.safetensors"
+    if weights_path.exists() and not overwrite:
+        raise FileExistsError(f"{weights_path} exists; pass --overwrite to replace it")
+
+    raw: dict[str, Any] = {}
+    old_file = None
+    if entry_path.exists():
+        old = registry.parse_entry(entry_path)
+        raw, old_file = dict(old.raw), old.weights.get("file")
+    raw.update(meta or {})
+    raw["name"] = name
+    missing = [k for k in ("method", "task") if k not in raw]
+    if missing:
+        raise ValueError(f"exporting a new entry needs {', '.join(missing)} (give them in --meta YAML)")
+    raw["student"] = spec
+    teachers = info.get("teachers") or {}
+    if teachers:
+        raw["teacher"] = {
+            name: {"weights": t.get("source"), "sha256": t.get("sha256")} for name, t in teachers.items()
+        }
+    raw["weights"] = {"file": _rel(weights_path), "sha256": sha, "url": None, "revision": None}
+    ordered = {k: raw[k] for k in ("name", "method", "task") if k in raw} | raw
+
+    registry.atomic_write_bytes(weights_path, blob)
+    try:
+        registry.write_entry(ordered, entries_dir)
+    except BaseException:
+        weights_path.unlink(missing_ok=True)
+        raise
+    if old_file and (registry.REPO_ROOT / old_file).resolve() != weights_path.resolve():
+        (registry.REPO_ROOT / old_file).unlink(missing_ok=True)
+    return weights_path

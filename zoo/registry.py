@@ -1,0 +1,119 @@
+"""Zoo entries: one YAML metafile per published entry under ``zoo/entries/``.
+
+The metafile is the single source of an entry's card (MMRazor's ``metafile.yml`` idea): what the
+weights are, how they were made, and the evidence rows written by ``zoo evidence``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENTRIES_DIR = Path(__file__).resolve().parent / "entries"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+REQUIRED_KEYS = ("name", "method", "task", "weights")
+
+
+@dataclass
+class Entry:
+    """A parsed zoo metafile. ``raw`` keeps every field (results, paper, figures ...) in file order."""
+
+    name: str
+    method: str
+    task: str
+    kind: str
+    spec: dict[str, Any] | None
+    weights: dict[str, Any]
+    path: Path
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return str(self.weights["sha256"])
+
+
+def entries_dir() -> Path:
+    return Path(os.environ.get("DISTILLZOO_ENTRIES", ENTRIES_DIR))
+
+
+def parse_entry(path: Path) -> Entry:
+    """Read and validate one metafile; errors name the file and the missing or bad field."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"zoo entry {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"zoo entry {path} must be a mapping, got {type(raw).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in raw]
+    if missing:
+        raise ValueError(f"zoo entry {path} lacks required field(s): {', '.join(missing)}")
+    name = str(raw["name"])
+    if name != path.stem:
+        raise ValueError(f"zoo entry {path} has name {name!r}; the file must be named {name}.yaml")
+    weights = raw["weights"]
+    if not isinstance(weights, dict) or not re.fullmatch(r"[0-9a-f]{64}", str(weights.get("sha256", ""))):
+        raise ValueError(f"zoo entry {path}: weights.sha256 must be 64 lowercase hex digits")
+    return Entry(
+        name=name,
+        method=str(raw["method"]),
+        task=str(raw["task"]),
+        kind=str(raw.get("kind", "model")),
+        spec=raw.get("student"),
+        weights=weights,
+        path=path,
+        raw=raw,
+    )
+
+
+def list_entries() -> list[str]:
+    """Names of all entries, sorted."""
+    directory = entries_dir()
+    return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+
+
+def get(name: str) -> Entry:
+    """The entry called ``name``; an unknown name fails with the closest known names."""
+    if name.startswith("zoo:"):
+        name = name[4:]
+    path = entries_dir() / f"{name}.yaml"
+    if not path.is_file():
+        known = list_entries()
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown zoo entry {name!r}{hint} (known: {', '.join(known) or 'none'})")
+    return parse_entry(path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_entry(raw: dict[str, Any], directory: Path | None = None) -> Path:
+    """Validate and atomically write a metafile; returns its path."""
+    name = str(raw.get("name", ""))
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"zoo entry name {name!r} must be lowercase letters, digits, '-' or '.'")
+    path = (directory or entries_dir()) / f"{name}.yaml"
+    text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=100)
+    atomic_write_bytes(path, text.encode())
+    parse_entry(path)
+    return path

@@ -1,0 +1,192 @@
+"""Find, download, verify and load zoo weights. Safetensors only; nothing on this path unpickles.
+
+A weights *source* is ``zoo:NAME`` (a zoo entry) or a path to a ``.safetensors`` file. The full
+sha256 is checked before a byte is parsed; a mismatch names both hashes. Remote entries
+(``weights.url`` + pinned ``weights.revision``) download to ``<cache>/<entry>-<sha8>.safetensors``
+and are verified before use, so a pre-filled cache works offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from zoo import registry
+
+SPEC_KEY = "distillzoo.spec"
+# First bytes of the formats that unpickle on load: a raw pickle (protocol 2+) and torch.save's zip.
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
+
+
+@dataclass
+class Weights:
+    """Tensors of a weights source, the constructor spec stored with them, and their provenance."""
+
+    tensors: dict[str, torch.Tensor]
+    spec: dict[str, Any] | None
+    source: str
+    sha256: str
+    path: Path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DISTILLZOO_CACHE", Path.home() / ".cache" / "distillzoo")) / "weights"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, expected: str, label: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ValueError(f"weights for {label!r} failed sha256: expected {expected}, got {actual} ({path})")
+
+
+def cache_name(entry: registry.Entry) -> str:
+    return f"{entry.name}-{entry.sha256[:8]}.safetensors"
+
+
+def download(url: str, dest: Path, expected: str, label: str) -> Path:
+    """Fetch ``url`` into ``dest`` through a temporary file; keep it only if the sha256 matches."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(url, timeout=60) as response:
+            shutil.copyfileobj(response, handle)
+        verify(Path(tmp), expected, label)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def entry_file(entry: registry.Entry) -> Path:
+    """A verified local file for the entry: the repo copy, else the cache, else a download."""
+    local = entry.weights.get("file")
+    candidates = [registry.REPO_ROOT / local] if local else []
+    candidates.append(cache_dir() / cache_name(entry))
+    for path in candidates:
+        if path.is_file():
+            verify(path, entry.sha256, entry.name)
+            return path
+    url = entry.weights.get("url")
+    if not url:
+        tried = ", ".join(str(p) for p in candidates)
+        raise FileNotFoundError(f"weights for zoo entry {entry.name!r} are not here (looked at {tried}) and it has no url")
+    url = url.format(revision=entry.weights.get("revision") or "")
+    return download(url, cache_dir() / cache_name(entry), entry.sha256, entry.name)
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse pickles and anything that is not a complete safetensors file, naming the problem."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(PICKLE_MAGIC):
+        raise ValueError(
+            f"{path} looks like a pickle or torch.save file; distillzoo refuses to unpickle weights. "
+            "Convert it to safetensors (python cli.py zoo export for Lightning checkpoints)."
+        )
+    size = path.stat().st_size
+    if len(head) < 8:
+        raise ValueError(f"{path} is not a safetensors file: {size} bytes, shorter than the 8-byte header")
+    header_len = int.from_bytes(head, "little")
+    if header_len > size - 8:
+        raise ValueError(f"{path} is not a complete safetensors file: header claims {header_len} bytes, file has {size}")
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    check_safetensors(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a valid safetensors file: {err}") from err
+    return tensors, metadata
+
+
+def resolve(source: str) -> Weights:
+    """Load a weights source (``zoo:NAME`` or a ``.safetensors`` path), verified before parsing."""
+    if source.startswith("zoo:"):
+        entry = registry.get(source[4:])
+        path = entry_file(entry)
+        sha = entry.sha256
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} does not exist")
+        sha = sha256_file(path)
+    tensors, metadata = read_safetensors(path)
+    spec = json.loads(metadata[SPEC_KEY]) if SPEC_KEY in metadata else None
+    return Weights(tensors=tensors, spec=spec, source=source, sha256=sha, path=path)
+
+
+def import_class(class_path: str) -> type:
+    module_name, _, attr = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ImportError(f"cannot import {class_path!r}: {err}") from err
+    return cls
+
+
+def build(spec: dict[str, Any]) -> nn.Module:
+    """Instantiate ``{class_path, init_args}``; only ``nn.Module`` subclasses are ever called."""
+    cls = import_class(spec["class_path"])
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"spec class_path {spec['class_path']!r} is not an nn.Module subclass; refusing to call it")
+    return cls(**spec.get("init_args", {}))
+
+
+def load_into(module: nn.Module, weights: Weights) -> nn.Module:
+    """Copy ``weights`` into ``module``; a name or shape mismatch lists every offending tensor."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(weights.tensors))
+    unexpected = sorted(set(weights.tensors) - set(own))
+    mismatched = [
+        f"{k}: weights {tuple(weights.tensors[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(weights.tensors))
+        if own[k].shape != weights.tensors[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            parts.append("shape mismatch: " + "; ".join(mismatched))
+        if missing:
+            parts.append("missing in weights: " + ", ".join(missing))
+        if unexpected:
+            parts.append("not in model: " + ", ".join(unexpected))
+        raise ValueError(f"weights {weights.source} do not fit {type(module).__name__}: " + " | ".join(parts))
+    module.load_state_dict(weights.tensors, strict=True)
+    return module
+
+
+def load(source: str) -> nn.Module:
+    """Build the network a weights source describes, load its weights and return it in eval mode."""
+    weights = resolve(source)
+    spec = weights.spec
+    if spec is None and source.startswith("zoo:"):
+        spec = registry.get(source[4:]).spec
+    if spec is None:
+        raise ValueError(f"{source} carries no constructor spec ({SPEC_KEY} metadata); build the module yourself")
+    module = load_into(build(spec), weights)
+    module.weights_source = {"source": source, "sha256": weights.sha256}
+    return module.eval()
