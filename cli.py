@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
 
 import zoo
 from zoo import cards, evidence, export, registry, store
@@ -41,8 +41,14 @@ class DistillCLI(LightningCLI):
         if not self.config[self.subcommand].get("test_after_fit"):
             return
         best = next((c.best_model_path for c in self.trainer.checkpoint_callbacks if c.best_model_path), None)
-        if isinstance(self.trainer.checkpoint_callback, ModelCheckpoint) and best is None and not self.trainer.fast_dev_run:
-            raise RuntimeError("--test_after_fit: no best checkpoint was saved; does ModelCheckpoint monitor a logged metric?")
+        if (
+            isinstance(self.trainer.checkpoint_callback, ModelCheckpoint)
+            and best is None
+            and not self.trainer.fast_dev_run
+        ):
+            raise RuntimeError(
+                "--test_after_fit: no best checkpoint was saved; does ModelCheckpoint monitor a logged metric?"
+            )
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
         self.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 

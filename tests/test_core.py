@@ -65,7 +65,9 @@ def test_teacher_left_out_of_checkpoint_and_restored_on_load(tmp_path):
     assert ckpt["distillzoo"]["student_spec"]["class_path"] == "conftest.ToyNet"
     fresh = ToyDistill(student=ToyNet(), teacher=module.teacher.network)
     fresh.load_state_dict(fresh.state_dict())  # strict
-    restored = ToyDistill.load_from_checkpoint(path, student=ToyNet(), teacher=module.teacher.network, weights_only=True)
+    restored = ToyDistill.load_from_checkpoint(
+        path, student=ToyNet(), teacher=module.teacher.network, weights_only=True
+    )
     for k, v in module.student.state_dict().items():
         assert torch.equal(v, restored.student.state_dict()[k])
 

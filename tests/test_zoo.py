@@ -96,7 +96,9 @@ def test_pickle_weights_are_refused_never_unpickled(tmp_path, monkeypatch):
 
 def test_weights_for_another_shape_name_the_tensors(scratch_zoo, toy_ckpt):
     export.export(toy_ckpt[0], "toy-student", META, scratch_zoo["weights"])
-    with pytest.raises(ValueError, match=r"shape mismatch: .*body\.0\.weight: weights \(16, 8\) vs model \(32, 8\).*head\.weight"):
+    with pytest.raises(
+        ValueError, match=r"shape mismatch: .*body\.0\.weight: weights \(16, 8\) vs model \(32, 8\).*head\.weight"
+    ):
         ToyDistill(student=ToyNet(hidden=32), init_weights="zoo:toy-student")
 
 
@@ -109,8 +111,21 @@ def test_export_refuses_existing_entry_unless_overwrite(scratch_zoo, toy_ckpt):
     first = export.export(toy_ckpt[0], "toy-student", META, scratch_zoo["weights"])
     with pytest.raises(FileExistsError, match="pass --overwrite"):
         export.export(toy_ckpt[0], "toy-student", META, scratch_zoo["weights"])
-    assert cli.main(["zoo", "export", str(toy_ckpt[0]), "--name", "toy-student", "--overwrite",
-                     "--weights-dir", str(scratch_zoo["weights"])]) == 0
+    assert (
+        cli.main(
+            [
+                "zoo",
+                "export",
+                str(toy_ckpt[0]),
+                "--name",
+                "toy-student",
+                "--overwrite",
+                "--weights-dir",
+                str(scratch_zoo["weights"]),
+            ]
+        )
+        == 0
+    )
     assert first.exists() and zoo.get("toy-student").raw["method"] == "Toy"
 
 

@@ -41,7 +41,12 @@ def run_arm(arm: dict[str, Any], seed: int, metric: str) -> float:
 def summarise(values: list[float], scale: float) -> dict[str, Any]:
     scaled = [v * scale for v in values]
     std = statistics.stdev(scaled) if len(scaled) > 1 else 0.0
-    return {"mean": round(statistics.fmean(scaled), 2), "std": round(std, 2), "n": len(scaled), "values": [round(v, 2) for v in scaled]}
+    return {
+        "mean": round(statistics.fmean(scaled), 2),
+        "std": round(std, 2),
+        "n": len(scaled),
+        "values": [round(v, 2) for v in scaled],
+    }
 
 
 def run(name: str, seeds: int, only: list[str] | None = None) -> dict[str, Any]:
@@ -72,7 +77,8 @@ def run(name: str, seeds: int, only: list[str] | None = None) -> dict[str, Any]:
         rows=[rows[a] for a in order if a in rows],
         hardware=f"{platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"python {sys.version.split()[0]}" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-        wall_time_s=round(time.perf_counter() - start, 1) + (0 if only is None else float(results.get("wall_time_s", 0))),
+        wall_time_s=round(time.perf_counter() - start, 1)
+        + (0 if only is None else float(results.get("wall_time_s", 0))),
     )
     raw = dict(entry.raw)
     raw["results"] = results

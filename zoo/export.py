@@ -77,9 +77,7 @@ def export(
     raw["student"] = spec
     teachers = info.get("teachers") or {}
     if teachers:
-        raw["teacher"] = {
-            name: {"weights": t.get("source"), "sha256": t.get("sha256")} for name, t in teachers.items()
-        }
+        raw["teacher"] = {name: {"weights": t.get("source"), "sha256": t.get("sha256")} for name, t in teachers.items()}
     raw["weights"] = {"file": _rel(weights_path), "sha256": sha, "url": None, "revision": None}
     ordered = {k: raw[k] for k in ("name", "method", "task") if k in raw} | raw
 

@@ -90,7 +90,9 @@ def entry_file(entry: registry.Entry) -> Path:
     url = entry.weights.get("url")
     if not url:
         tried = ", ".join(str(p) for p in candidates)
-        raise FileNotFoundError(f"weights for zoo entry {entry.name!r} are not here (looked at {tried}) and it has no url")
+        raise FileNotFoundError(
+            f"weights for zoo entry {entry.name!r} are not here (looked at {tried}) and it has no url"
+        )
     url = url.format(revision=entry.weights.get("revision") or "")
     return download(url, cache_dir() / cache_name(entry), entry.sha256, entry.name)
 
@@ -109,7 +111,9 @@ def check_safetensors(path: Path) -> None:
         raise ValueError(f"{path} is not a safetensors file: {size} bytes, shorter than the 8-byte header")
     header_len = int.from_bytes(head, "little")
     if header_len > size - 8:
-        raise ValueError(f"{path} is not a complete safetensors file: header claims {header_len} bytes, file has {size}")
+        raise ValueError(
+            f"{path} is not a complete safetensors file: header claims {header_len} bytes, file has {size}"
+        )
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

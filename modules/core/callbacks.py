@@ -12,7 +12,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-
 TIE_IS_BETTER = {"min": torch.le, "max": torch.ge}
 
 

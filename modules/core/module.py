@@ -132,4 +132,3 @@ class DistillModule(L.LightningModule):
         # Put the live teacher's tensors back so that strict loading checks the student exactly.
         if self.teacher is not None:
             checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
-

@@ -52,5 +52,7 @@ class FeatureTaps:
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.outputs:
-            raise KeyError(f"FeatureTaps: tap {name!r} recorded nothing; did the forward reach {self.paths.get(name)!r}?")
+            raise KeyError(
+                f"FeatureTaps: tap {name!r} recorded nothing; did the forward reach {self.paths.get(name)!r}?"
+            )
         return self.outputs[name]

@@ -1,0 +1,76 @@
+"""Bar chart of an entry's evidence rows (mean ± std over seeds), with reference values as markers.
+
+    python scripts/plot_evidence.py NAME [--out docs/figures/NAME-evidence.png]
+
+Arms named "... (ind)" are drawn as a second group. A paper row whose ``arm`` matches one of ours and
+whose ``value`` starts with a number is drawn as a black diamond beside our bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from zoo import registry  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("name")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    entry = registry.get(args.name)
+    results = entry.raw.get("results") or {}
+    rows = results.get("rows") or []
+    if not rows:
+        raise SystemExit(f"{args.name} has no result rows; run python cli.py zoo evidence {args.name} first")
+    reference = {}
+    for row in results.get("paper_rows") or []:
+        match = re.match(r"\s*([\d.]+)", str(row["value"]))
+        if match:
+            reference[row["arm"]] = float(match.group(1))
+
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        group = "inductive" if row["arm"].endswith("(ind)") else "transductive"
+        groups.setdefault(group, []).append(row)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), sharey=True, squeeze=False)
+    for ax, (group, items) in zip(axes[0], groups.items()):
+        labels = [r["arm"].removesuffix(" (ind)") for r in items]
+        means, stds = [r["mean"] for r in items], [r["std"] for r in items]
+        colors = [
+            "#9e9e9e" if "teacher" in lab.lower() else "#d08c60" if "without" in lab else "#4c78a8" for lab in labels
+        ]
+        ax.bar(range(len(items)), means, yerr=stds, capsize=4, color=colors)
+        for i, row in enumerate(items):
+            ax.text(i, row["mean"] + row["std"] + 0.5, f"{row['mean']:.1f}", ha="center", fontsize=8)
+            if row["arm"] in reference:
+                ax.plot(i, reference[row["arm"]], "kD", markersize=5)
+        ax.set_xticks(range(len(items)), labels, rotation=30, ha="right")
+        ax.set_title(f"{entry.raw.get('data', {}).get('name', '')} {group}, n={items[0]['n']} seeds")
+        low = min(m - s for m, s in zip(means, stds))
+        ax.set_ylim(max(0.0, low - 8), 100)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(f"{results.get('metric', 'metric')} (%), mean ± std")
+    if reference:
+        axes[0][0].plot([], [], "kD", label="official code / paper")
+        axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = args.out or ROOT / "docs" / "figures" / f"{args.name}-evidence.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

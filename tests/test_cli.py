@@ -1,0 +1,105 @@
+"""The CLI in-process: recipes, strict keys, saved config, zoo commands, loggers, 2-process DDP."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cli
+import zoo
+from modules.graph_mlp import MLP
+from zoo import export
+
+TINY = "recipes/graph_mlp/tiny.yaml"
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def test_tiny_recipe_fast_dev_run_distils_from_a_zoo_teacher(tmp_path):
+    result = cli.main(
+        ["fit", "--config", TINY, "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}", *QUIET]
+    )
+    module = result.model
+    assert module.mode == "ffg2m" and module.teacher.manifest["source"] == "zoo:gcn-csbm"
+    assert module.teacher.manifest["sha256"] == zoo.get("gcn-csbm").sha256
+    assert result.trainer.global_step == 1
+
+
+def test_fit_saves_config_and_logs_csv(tmp_path):
+    cli.main(
+        [
+            "fit",
+            "--config",
+            TINY,
+            "--trainer.max_epochs=2",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            *QUIET,
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert "mode: ffg2m" in (run / "config.yaml").read_text()
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert {"train/ce", "train/lfd", "train/hfd", "val/acc"} <= set(header.split(","))
+
+
+def test_unknown_recipe_key_is_refused(tmp_path, capsys):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("model:\n  class_path: modules.graph_mlp.FFG2M\n  init_args:\n    mode: ce\n    lambda_: 0.3\n")
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--config", TINY, "--config", str(recipe), "--trainer.fast_dev_run=true"])
+    assert "lambda_" in capsys.readouterr().err
+
+
+def test_zoo_list_and_show(capsys):
+    assert cli.main(["zoo", "list"]) == 0
+    assert "gcn-csbm" in capsys.readouterr().out
+    assert cli.main(["zoo", "show", "gcn-csbm"]) == 0
+    assert "sha256:" in capsys.readouterr().out
+
+
+def test_wandb_logger_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cli.main(
+        [
+            "fit",
+            "--config",
+            TINY,
+            "--trainer.max_epochs=1",
+            f"--trainer.default_root_dir={tmp_path}",
+            *QUIET,
+            "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
+            "--trainer.logger.offline=true",
+            f"--trainer.logger.save_dir={tmp_path}",
+            "--trainer.logger.project=distillzoo-test",
+        ]
+    )
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs and list(runs[0].glob("*.wandb"))
+
+
+def test_ddp_spawn_on_two_cpu_processes_then_load(tmp_path, monkeypatch):
+    result = cli.main(
+        [
+            "fit",
+            "--config",
+            TINY,
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp_spawn",
+            "--trainer.max_epochs=3",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--test_after_fit=false",
+            *QUIET,
+        ]
+    )
+    assert result.trainer.world_size == 2
+    ckpt = result.trainer.checkpoint_callback.best_model_path
+    meta = {"method": "FF-G2M", "task": "node-classification"}
+    export.export(ckpt, "ddp-student", meta, tmp_path / "weights", tmp_path / "entries")
+    monkeypatch.setenv("DISTILLZOO_ENTRIES", str(tmp_path / "entries"))
+    student = zoo.load("ddp-student")
+    assert isinstance(student, MLP)
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert torch.equal(state["student.layers.0.weight"], student.layers[0].weight)
