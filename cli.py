@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class DistillCLI(LightningCLI):
 
 
 def lightning_main(args: list[str]) -> DistillCLI:
+    # main(args) is the in-process entry point; Lightning warns whenever sys.argv is non-empty too.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
     return DistillCLI(
         LightningModule,
         LightningDataModule,
