@@ -119,3 +119,15 @@ def test_projectors_are_optimised_with_the_student():
     module.projectors["p"] = nn.Linear(3, 3)
     params = module.configure_optimizers().param_groups[0]["params"]
     assert {id(p) for p in params} == {id(p) for p in [*module.student.parameters(), *module.projectors.parameters()]}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Lightning's FSDP strategy needs CUDA")
+def test_frozen_teacher_under_fsdp(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "scripts" / "fsdp_fit.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=600)
+    result = (tmp_path / "result.txt").read_text()
+    assert "frozen=True" in result and "moved=[]" in result and "eval=True" in result
