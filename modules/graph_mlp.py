@@ -19,9 +19,9 @@ from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 from torch_geometric.utils import add_self_loops, remove_self_loops
 from torchmetrics.functional import accuracy
 
-from modules.core import DistillModule, Teacher, kd_kl
+from modules.core import DistillModule, Teacher, init_args_from, kd_kl
 
-Mode = Literal["ce", "glnn", "lfd", "hfd", "ffg2m"]
+Mode = Literal["ce", "mlp", "glnn", "lfd", "hfd", "ffg2m"]
 
 
 def row_normalize(x: Tensor) -> Tensor:
@@ -69,15 +69,9 @@ class MLP(nn.Module):
         dropout: float = 0.5,
         normalize_features: bool = True,
     ) -> None:
+        init_args = init_args_from(locals())
         super().__init__()
-        self.init_args = dict(
-            in_channels=in_channels,
-            hidden_channels=hidden_channels,
-            out_channels=out_channels,
-            num_layers=num_layers,
-            dropout=dropout,
-            normalize_features=normalize_features,
-        )
+        self.init_args = init_args
         widths = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.dropout = nn.Dropout(dropout)
@@ -115,18 +109,9 @@ class GNN(nn.Module):
         attn_dropout: float = 0.3,
         normalize_features: bool = True,
     ) -> None:
+        init_args = init_args_from(locals())
         super().__init__()
-        self.init_args = dict(
-            in_channels=in_channels,
-            hidden_channels=hidden_channels,
-            out_channels=out_channels,
-            num_layers=num_layers,
-            dropout=dropout,
-            conv=conv,
-            heads=heads,
-            attn_dropout=attn_dropout,
-            normalize_features=normalize_features,
-        )
+        self.init_args = init_args
         widths = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.layers = nn.ModuleList()
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
@@ -174,8 +159,8 @@ def check_graph(data: Data, in_channels: int | None, num_classes: int | None) ->
 class FFG2M(DistillModule):
     """One module for the GNN-to-MLP family, the arm chosen by ``mode`` (official ablation modes).
 
-    ``ce``: cross-entropy on labelled nodes only (trains the GNN teacher, or the MLP without a
-    teacher); ``glnn``: lambda*CE + (1-lambda)*KD over all nodes; ``lfd`` / ``hfd``: one FF-G2M
+    ``ce`` (alias ``mlp``): cross-entropy on labelled nodes only (trains the GNN teacher, or the
+    MLP without a teacher); ``glnn``: lambda*CE + (1-lambda)*KD over all nodes; ``lfd`` / ``hfd``: one FF-G2M
     term; ``ffg2m``: lambda*CE + (1-lambda)*(LFD + HFD). Full batch: the teacher's logits for the
     training graph are computed once per fit with the frozen teacher and reused every epoch.
     """
@@ -191,6 +176,7 @@ class FFG2M(DistillModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
+        mode = "ce" if mode == "mlp" else mode  # the official code calls the no-teacher arm "vanilla MLP"
         kd = 1.0 - lamb
         weights = {"ce": 1.0} if mode == "ce" else {"ce": lamb, "kd": kd, "lfd": kd, "hfd": kd}
         super().__init__(
@@ -202,7 +188,7 @@ class FFG2M(DistillModule):
             lr_scheduler=lr_scheduler,
         )
         if mode not in ("ce", "glnn", "lfd", "hfd", "ffg2m"):
-            raise ValueError(f"unknown mode {mode!r}; expected ce, glnn, lfd, hfd or ffg2m")
+            raise ValueError(f"unknown mode {mode!r}; expected ce (or mlp), glnn, lfd, hfd or ffg2m")
         if mode != "ce" and self.teacher is None:
             raise ValueError(f"mode {mode!r} distils from a teacher; give one or use mode 'ce'")
         self.mode = mode

@@ -54,6 +54,12 @@ def test_modes_compute_their_terms_with_official_weights(mode, terms):
     assert all(module.weight_of(t) == pytest.approx(0.7) for t in terms - {"ce"})
 
 
+def test_mlp_is_the_official_name_of_the_no_teacher_arm():
+    assert FFG2M(student=MLP(32, 16, 3), mode="mlp").mode == "ce"
+    with pytest.raises(ValueError, match="unknown mode 'kd'"):
+        FFG2M(student=MLP(32, 16, 3), mode="kd")
+
+
 def test_distilling_without_a_teacher_is_refused():
     with pytest.raises(ValueError, match="mode 'ffg2m' distils from a teacher"):
         FFG2M(student=MLP(32, 16, 3), mode="ffg2m")

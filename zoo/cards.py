@@ -46,7 +46,7 @@ def render_entry(raw: dict[str, Any]) -> str:
     ]
     lines += [f"- **{k}**: {v}" for k, v in facts if v]
     lines.append("")
-    lines.append(f"```python\nimport zoo\nmodel = zoo.load({raw['name']!r})\n```")
+    lines.append(f'```python\nimport zoo\n\nmodel = zoo.load("{raw["name"]}")\n```')
     lines.append("")
     results = raw.get("results") or {}
     for block in ("rows", *(k for k in results if k.startswith("rows_"))):

@@ -1,7 +1,7 @@
 """The shared, domain-free distillation core: teachers, feature taps, projectors, losses, module."""
 
 from modules.core.losses import cosine_distance, feature_mse, feature_smooth_l1, kd_kl
-from modules.core.module import DistillModule, module_spec
+from modules.core.module import DistillModule, init_args_from, module_spec
 from modules.core.projectors import make_projector, projector_for
 from modules.core.taps import FeatureTaps
 from modules.core.teacher import Teacher, as_teachers
@@ -14,6 +14,7 @@ __all__ = [
     "cosine_distance",
     "feature_mse",
     "feature_smooth_l1",
+    "init_args_from",
     "kd_kl",
     "make_projector",
     "module_spec",

@@ -13,6 +13,11 @@ from modules.core.teacher import Teacher, as_teachers
 from zoo import store
 
 
+def init_args_from(frame_locals: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments from ``locals()`` taken first thing in ``__init__``, for ``module_spec``."""
+    return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__")}
+
+
 def module_spec(module: nn.Module) -> dict[str, Any]:
     """The ``{class_path, init_args}`` that rebuilds ``module``; our networks record ``init_args``."""
     init_args = getattr(module, "init_args", None)
