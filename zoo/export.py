@@ -58,7 +58,9 @@ def export(
     tensors = student_tensors(checkpoint)
     store.load_into(store.build(spec), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
 
-    blob = save(tensors, metadata={store.SPEC_KEY: json.dumps(spec, sort_keys=True), "distillzoo.entry": name})
+    # One metadata key only: safetensors orders several keys at random, and the file's bytes (hence its
+    # sha256 and name) must depend on the weights alone, so that re-exporting a checkpoint is a no-op.
+    blob = save(tensors, metadata={store.SPEC_KEY: json.dumps(spec, sort_keys=True)})
     sha = hashlib.sha256(blob).hexdigest()
     weights_path = weights_dir / f"{name}-{sha[:8]}.safetensors"
     if weights_path.exists() and not overwrite:
