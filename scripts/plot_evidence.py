@@ -49,11 +49,12 @@ def main() -> None:
         labels = [r["arm"].removesuffix(" (ind)") for r in items]
         means, stds = [r["mean"] for r in items], [r["std"] for r in items]
         colors = [
-            "#9e9e9e" if "teacher" in lab.lower() else "#d08c60" if "without" in lab else "#4c78a8" for lab in labels
+            "#d08c60" if "without" in lab else "#9e9e9e" if "teacher" in lab.lower() else "#4c78a8" for lab in labels
         ]
         ax.bar(range(len(items)), means, yerr=stds, capsize=4, color=colors)
         for i, row in enumerate(items):
-            ax.text(i, row["mean"] + row["std"] + 0.5, f"{row['mean']:.1f}", ha="center", fontsize=8)
+            top = max(row["mean"] + row["std"], reference.get(row["arm"], 0.0))
+            ax.text(i, top + 1.3, f"{row['mean']:.1f}", ha="center", fontsize=8)
             if row["arm"] in reference:
                 ax.plot(i, reference[row["arm"]], "kD", markersize=5)
         ax.set_xticks(range(len(items)), labels, rotation=30, ha="right")
@@ -63,8 +64,8 @@ def main() -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel(f"{results.get('metric', 'metric')} (%), mean ± std")
     if reference:
-        axes[0][0].plot([], [], "kD", label="official code / paper")
-        axes[0][0].legend(loc="lower right", fontsize=8)
+        axes[0][0].plot([], [], "kD", label="official code, same split")
+        axes[0][0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     out = args.out or ROOT / "docs" / "figures" / f"{args.name}-evidence.png"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ def render_entry(raw: dict[str, Any]) -> str:
     student = raw.get("student") or {}
     facts = [
         ("task", raw.get("task")),
-        ("student", f"`{student.get('class_path')}` {student.get('init_args', {})}" if student else None),
+        ("network", f"`{student.get('class_path')}` {student.get('init_args', {})}" if student else None),
         ("teacher", ", ".join(f"`{t.get('weights')}`" for t in (raw.get("teacher") or {}).values()) or None),
         ("weights", f"`{raw['weights'].get('file')}` (sha256 `{raw['weights']['sha256']}`)"),
         ("recipe", f"`{raw['recipe']}`" if raw.get("recipe") else None),

@@ -77,8 +77,8 @@ def run(name: str, seeds: int, only: list[str] | None = None) -> dict[str, Any]:
         rows=[rows[a] for a in order if a in rows],
         hardware=f"{platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"python {sys.version.split()[0]}" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-        wall_time_s=round(time.perf_counter() - start, 1)
-        + (0 if only is None else float(results.get("wall_time_s", 0))),
+        # A run of some arms adds its time to what the earlier runs of the other arms took.
+        wall_time_s=round(time.perf_counter() - start + (float(results.get("wall_time_s", 0)) if only else 0.0), 1),
     )
     raw = dict(entry.raw)
     raw["results"] = results
