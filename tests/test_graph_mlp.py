@@ -106,6 +106,7 @@ def test_zoo_student_refuses_a_graph_of_another_width(tmp_path):
                 "recipes/graph_mlp/finetune.yaml",
                 "--data.init_args.synthetic.num_features=256",
                 "--trainer.fast_dev_run=true",
+                "--trainer.enable_progress_bar=false",
                 f"--trainer.default_root_dir={tmp_path}",
             ]
         )
