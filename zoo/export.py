@@ -28,39 +28,32 @@ def student_tensors(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
-def export(
-    ckpt: str | Path,
+def publish(
     name: str,
-    meta: dict[str, Any] | None = None,
+    tensors: dict[str, torch.Tensor],
+    fields: dict[str, Any],
+    metadata: dict[str, str] | None = None,
     weights_dir: Path | None = None,
     entries_dir: Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``<weights_dir>/<name>-<sha8>.safetensors`` and ``<entries_dir>/<name>.yaml``.
+    """Write ``<weights_dir>/<name>-<sha8>.safetensors`` and ``<entries_dir>/<name>.yaml`` atomically.
 
-    The checkpoint is opened with ``weights_only=True``; only ``student.*`` tensors leave it (the
-    teacher is never exported). The student is rebuilt from the spec and loaded strictly before
-    anything is written, and both files go through temp file + ``os.replace``. An existing entry
-    is refused unless ``overwrite``; its descriptive fields (paper, results ...) are then kept.
+    ``fields`` are merged over an existing entry's (which keeps its paper, results ...); an existing
+    entry or weights file is refused unless ``overwrite``. ``metadata`` must have at most one key:
+    safetensors orders several keys at random, and the file's bytes (hence its sha256 and name) must
+    depend on the content alone, so that re-exporting the same thing is a no-op.
     """
     if not registry.NAME_PATTERN.match(name):
         raise ValueError(f"zoo entry name {name!r} must be lowercase letters, digits, '-' or '.'")
+    if metadata and len(metadata) > 1:
+        raise ValueError("give at most one safetensors metadata key, or the file bytes are not reproducible")
     weights_dir = weights_dir or registry.REPO_ROOT / "checkpoints"
     entries_dir = entries_dir or registry.entries_dir()
     entry_path = entries_dir / f"{name}.yaml"
     if entry_path.exists() and not overwrite:
         raise FileExistsError(f"zoo entry {entry_path} exists; pass --overwrite to replace it")
-    checkpoint = torch.load(Path(ckpt), map_location="cpu", weights_only=True)
-    info = checkpoint.get("distillzoo") or {}
-    spec = info.get("student_spec")
-    if spec is None:
-        raise ValueError(f"{ckpt} has no student constructor spec (checkpoint['distillzoo']['student_spec'])")
-    tensors = student_tensors(checkpoint)
-    store.load_into(store.build(spec), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
-
-    # One metadata key only: safetensors orders several keys at random, and the file's bytes (hence its
-    # sha256 and name) must depend on the weights alone, so that re-exporting a checkpoint is a no-op.
-    blob = save(tensors, metadata={store.SPEC_KEY: json.dumps(spec, sort_keys=True)})
+    blob = save(tensors, metadata=metadata)
     sha = hashlib.sha256(blob).hexdigest()
     weights_path = weights_dir / f"{name}-{sha[:8]}.safetensors"
     if weights_path.exists() and not overwrite:
@@ -71,15 +64,11 @@ def export(
     if entry_path.exists():
         old = registry.parse_entry(entry_path)
         raw, old_file = dict(old.raw), old.weights.get("file")
-    raw.update(meta or {})
+    raw.update(fields)
     raw["name"] = name
     missing = [k for k in ("method", "task") if k not in raw]
     if missing:
         raise ValueError(f"exporting a new entry needs {', '.join(missing)} (give them in --meta YAML)")
-    raw["student"] = spec
-    teachers = info.get("teachers") or {}
-    if teachers:
-        raw["teacher"] = {name: {"weights": t.get("source"), "sha256": t.get("sha256")} for name, t in teachers.items()}
     raw["weights"] = {"file": _rel(weights_path), "sha256": sha, "url": None, "revision": None}
     ordered = {k: raw[k] for k in ("name", "method", "task") if k in raw} | raw
 
@@ -92,3 +81,47 @@ def export(
     if old_file and (registry.REPO_ROOT / old_file).resolve() != weights_path.resolve():
         (registry.REPO_ROOT / old_file).unlink(missing_ok=True)
     return weights_path
+
+
+def export(
+    ckpt: str | Path,
+    name: str,
+    meta: dict[str, Any] | None = None,
+    weights_dir: Path | None = None,
+    entries_dir: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Publish the student of a Lightning checkpoint as zoo entry ``name`` (see :func:`publish`).
+
+    The checkpoint is opened with ``weights_only=True``; only ``student.*`` tensors leave it (the
+    teacher is never exported). The student is rebuilt from the spec and loaded strictly before
+    anything is written.
+    """
+    checkpoint = torch.load(Path(ckpt), map_location="cpu", weights_only=True)
+    info = checkpoint.get("distillzoo") or {}
+    spec = info.get("student_spec")
+    if spec is None:
+        raise ValueError(f"{ckpt} has no student constructor spec (checkpoint['distillzoo']['student_spec'])")
+    tensors = student_tensors(checkpoint)
+    store.load_into(store.build(spec), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
+    fields = dict(meta or {}, student=spec)
+    teachers = info.get("teachers") or {}
+    if teachers:
+        fields["teacher"] = {k: {"weights": t.get("source"), "sha256": t.get("sha256")} for k, t in teachers.items()}
+    metadata = {store.SPEC_KEY: json.dumps(spec, sort_keys=True)}
+    return publish(name, tensors, fields, metadata, weights_dir, entries_dir, overwrite)
+
+
+def export_graphs(
+    graphs: list,
+    name: str,
+    meta: dict[str, Any],
+    weights_dir: Path | None = None,
+    entries_dir: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Publish a distilled graph dataset (a list of PyG ``Data``) as a ``kind: dataset`` entry."""
+    from zoo.datasets import graphs_to_tensors
+
+    fields = dict(meta, kind="dataset")
+    return publish(name, graphs_to_tensors(graphs), fields, None, weights_dir, entries_dir, overwrite)

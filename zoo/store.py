@@ -183,9 +183,14 @@ def load_into(module: nn.Module, weights: Weights) -> nn.Module:
     return module
 
 
-def load(source: str) -> nn.Module:
-    """Build the network a weights source describes, load its weights and return it in eval mode."""
+def load(source: str) -> Any:
+    """Build the network a weights source describes, load its weights and return it in eval mode;
+    for a ``kind: dataset`` zoo entry, return the stored graphs as a torch-geometric dataset."""
     weights = resolve(source)
+    if source.startswith("zoo:") and registry.get(source[4:]).kind == "dataset":
+        from zoo.datasets import GraphSet
+
+        return GraphSet.from_tensors(weights.tensors)
     spec = weights.spec
     if spec is None and source.startswith("zoo:"):
         spec = registry.get(source[4:]).spec
