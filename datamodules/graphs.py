@@ -1,13 +1,15 @@
-"""Node-classification datamodules: Planetoid citation graphs and their embedded synthetic default."""
+"""Graph datamodules: Planetoid node classification and TU graph classification, with their embedded synthetic
+defaults."""
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,16 +19,25 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader as GraphDataLoader
 from torch_geometric.utils import remove_self_loops, subgraph, to_undirected
 
 from datamodules.synthetic.csbm import contextual_sbm
+from datamodules.synthetic.motifs import planted_motif_graphs
 
 __all__ = [
     "PlanetoidDataModule",
+    "TUDataModule",
+    "categorical_edge_labels",
+    "categorical_node_labels",
     "check_node_splits",
+    "degree_one_hot",
     "inductive_split",
+    "node_degrees",
     "planetoid_public_split",
     "planetoid_raw_file_names",
+    "stratified_graph_split",
+    "tu_raw_file_names",
 ]
 
 PLANETOID_RAW_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
@@ -183,6 +194,41 @@ def distillzoo_cache_dir() -> Path:
     return Path(os.environ.get("DISTILLZOO_CACHE", "~/.cache/distillzoo")).expanduser()
 
 
+def _writable_dataset_root(root: Path, name: str, family: str, files: Sequence[str]) -> Path:
+    """The root to hand a PyG dataset class: ``root`` when ``root/name`` is writable, else the cache.
+
+    When ``root/name`` is read-only, the ``files`` of ``root/name/raw`` that exist there and are not yet in
+    ``$DISTILLZOO_CACHE/data/<family>/<name>/raw`` are copied there, each to a temporary name and then
+    renamed, so a concurrent reader never sees half a file; PyG then writes ``processed/`` beside the copy.
+
+    Args:
+        root: the dataset root the user gave (``<root>/<name>/raw`` holds the raw files).
+        name: the dataset name, the folder under ``root``.
+        family: the cache folder of the dataset family, e.g. ``"planetoid"`` or ``"tu"``.
+        files: the raw file names to copy.
+
+    Returns:
+        ``root``, or ``$DISTILLZOO_CACHE/data/<family>``.
+    """
+    if _is_writable_dir(root / name):
+        return root
+    cache_root = distillzoo_cache_dir() / "data" / family
+    src, dst = root / name / "raw", cache_root / name / "raw"
+    missing = [f for f in files if not (dst / f).is_file() and (src / f).is_file()]
+    if missing:
+        dst.mkdir(parents=True, exist_ok=True)
+    for file in missing:
+        fd, tmp = tempfile.mkstemp(dir=dst, prefix=f".{file}.")
+        os.close(fd)
+        try:
+            shutil.copyfile(src / file, tmp)
+            os.replace(tmp, dst / file)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return cache_root
+
+
 class PlanetoidDataModule(lightning.LightningDataModule):
     """Planetoid node classification (Cora, CiteSeer, PubMed) in the transductive or inductive setting.
 
@@ -234,28 +280,12 @@ class PlanetoidDataModule(lightning.LightningDataModule):
         """The root handed to Planetoid: ``root`` itself when writable, else the cache (raw files copied)."""
         assert self.root is not None
         root = Path(self.root).expanduser()
-        if _is_writable_dir(root / self.name):
-            return root
-        cache_root = distillzoo_cache_dir() / "data" / "planetoid"
-        src, dst = root / self.name / "raw", cache_root / self.name / "raw"
-        files = planetoid_raw_file_names(self.name)
-        missing = [f for f in files if not (dst / f).is_file() and (src / f).is_file()]
-        if missing:
-            dst.mkdir(parents=True, exist_ok=True)
-        for file in missing:
-            # Copy to a temporary name and rename, so a concurrent reader never sees half a file.
-            fd, tmp = tempfile.mkstemp(dir=dst, prefix=f".{file}.")
-            os.close(fd)
-            try:
-                shutil.copyfile(src / file, tmp)
-                os.replace(tmp, dst / file)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-        if not self._logged_cache:
+        dataset_root = _writable_dataset_root(root, self.name, "planetoid", planetoid_raw_file_names(self.name))
+        if dataset_root != root and not self._logged_cache:
+            dst = dataset_root / self.name / "raw"
             rank_zero_info(f"{root / self.name} is read-only; loading {self.name} from the copy in {dst}")
             self._logged_cache = True
-        return cache_root
+        return dataset_root
 
     def _load_planetoid(self) -> Data:
         from torch_geometric.datasets import Planetoid
@@ -368,3 +398,324 @@ class PlanetoidDataModule(lightning.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """One batch: the full graph with its original masks."""
         return self._loader("predict")
+
+
+# ====================================================================== graph classification (TU)
+
+TU_REQUIRED_SUFFIXES = ("A", "graph_indicator", "graph_labels")
+
+
+def tu_raw_file_names(name: str) -> list[str]:
+    """The raw files a TU graph-classification set needs (``MUTAG_A.txt``, ...); labels files are optional."""
+    return [f"{name}_{suffix}.txt" for suffix in TU_REQUIRED_SUFFIXES]
+
+
+def _one_hot_labels(values: Tensor, what: str, name: str | None) -> Tensor:
+    """``values.argmax(-1)`` after checking every row is one-hot: exactly one 1, the rest 0."""
+    where = f" in {name}" if name else ""
+    if values.dim() != 2 or values.size(-1) == 0:
+        raise ValueError(
+            f"{what} features{where} must be a 2-D one-hot matrix of categorical labels, "
+            f"got shape {tuple(values.shape)}"
+        )
+    if values.size(0) == 0:
+        return torch.zeros(0, dtype=torch.long, device=values.device)
+    is_one = values == 1
+    bad = ~(((values == 0) | is_one).all(-1) & (is_one.sum(-1) == 1))
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        shown = values[row, :8].tolist()
+        more = ", ..." if values.size(-1) > 8 else ""
+        raise ValueError(
+            f"{what} features are continuous, Mirage needs categorical labels (one-hot rows: exactly one 1, rest 0)"
+            f"{where}: {int(bad.sum())} of {values.size(0)} rows are not one-hot, first row {row} = "
+            f"{', '.join(f'{v:g}' for v in shown)}{more}"
+        )
+    return values.argmax(-1)
+
+
+def categorical_node_labels(data: Data, name: str | None = None) -> Tensor:
+    """The categorical node labels of a graph whose ``x`` is one-hot, as TUDataset builds it from node labels.
+
+    Args:
+        data: a graph with ``x`` [n, L], each row exactly one 1 and the rest 0.
+        name: how to name the graph in errors, e.g. ``"MUTAG graph 17"``.
+
+    Returns:
+        int64 [n], ``x.argmax(-1)``.
+
+    Raises:
+        ValueError: naming the graph, when ``x`` is missing or a row is not one-hot (continuous features).
+    """
+    if data.x is None:
+        raise ValueError(f"node features of {name or 'the graph'} are missing; Mirage needs categorical node labels")
+    return _one_hot_labels(data.x, "node", name)
+
+
+def categorical_edge_labels(data: Data, name: str | None = None) -> Tensor:
+    """The categorical edge labels of a graph: argmax of one-hot ``edge_attr``, or zeros without ``edge_attr``.
+
+    Args:
+        data: a graph with ``edge_index`` [2, E] and optionally ``edge_attr`` [E, K], each row one-hot.
+        name: how to name the graph in errors.
+
+    Returns:
+        int64 [E].
+
+    Raises:
+        ValueError: naming the graph, when ``edge_attr`` has a row count other than E or a row is not one-hot.
+    """
+    num_edges = data.edge_index.size(1)
+    edge_attr = data.get("edge_attr")
+    if edge_attr is None:
+        return torch.zeros(num_edges, dtype=torch.long, device=data.edge_index.device)
+    if edge_attr.dim() == 1:
+        edge_attr = edge_attr.unsqueeze(-1)
+    if edge_attr.size(0) != num_edges:
+        where = f" of {name}" if name else ""
+        raise ValueError(f"edge_attr{where} has {edge_attr.size(0)} rows but edge_index has {num_edges} edges")
+    return _one_hot_labels(edge_attr, "edge", name)
+
+
+def node_degrees(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """Int64 [num_nodes], the out-degree in ``edge_index`` (the degree, for an edge list holding both directions)."""
+    return torch.bincount(edge_index[0], minlength=num_nodes)[:num_nodes]
+
+
+def degree_one_hot(degrees: Tensor, max_degree: int) -> Tensor:
+    """Float32 [n, max_degree + 1], the one-hot of ``min(degree, max_degree)`` for int64 ``degrees`` [n]."""
+    return torch.nn.functional.one_hot(degrees.clamp(max=max_degree), max_degree + 1).float()
+
+
+def stratified_graph_split(
+    y: Tensor, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A seeded stratified split of graphs: per class, shuffled, first the test graphs, then val, then train.
+
+    For each class (in label order) the indices of its ``n_c`` graphs are permuted with one generator seeded by
+    ``seed``; the first ``round(test_fraction * n_c)`` are test, the next ``round(val_fraction * n_c)`` val, the
+    rest train (halves round up). So every split holds each class in proportion, within one graph.
+
+    Args:
+        y: int64 [G], graph labels (any integers; each distinct value is a class).
+        val_fraction: fraction of each class in val, in [0, 1).
+        test_fraction: fraction of each class in test, in [0, 1), with ``val_fraction + test_fraction < 1``.
+        seed: seed of the shuffle.
+
+    Returns:
+        (train_idx, val_idx, test_idx), int64 sorted indices into ``y``, disjoint and covering ``[0, G)``.
+    """
+    for what, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{what} must be in [0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction + test_fraction must be < 1 to leave training graphs, got {val_fraction} + {test_fraction}"
+        )
+    y = y.view(-1).cpu()
+    generator = torch.Generator().manual_seed(seed)
+    parts: dict[str, list[Tensor]] = {"train": [], "val": [], "test": []}
+    for c in torch.unique(y).tolist():
+        members = (y == c).nonzero().view(-1)
+        members = members[torch.randperm(members.numel(), generator=generator)]
+        n_test = math.floor(test_fraction * members.numel() + 0.5)
+        n_val = math.floor(val_fraction * members.numel() + 0.5)
+        parts["test"].append(members[:n_test])
+        parts["val"].append(members[n_test : n_test + n_val])
+        parts["train"].append(members[n_test + n_val :])
+    split = {k: torch.cat(v).sort().values if v else torch.zeros(0, dtype=torch.long) for k, v in parts.items()}
+    sizes = ", ".join(f"{k}={v.numel()}" for k, v in split.items())
+    for k, fraction in (("train", 1.0), ("val", val_fraction), ("test", test_fraction)):
+        if fraction > 0 and split[k].numel() == 0:
+            raise ValueError(f"the {k} split is empty ({sizes} of {y.numel()} graphs); use more graphs or fractions")
+    return split["train"], split["val"], split["test"]
+
+
+class TUDataModule(lightning.LightningDataModule):
+    """TU graph classification with categorical node labels (MUTAG, NCI1, IMDB-BINARY, ...), as Mirage needs.
+
+    Follows the official Mirage code (idea-iitd/Mirage, ``NCI1/graph-nci-finalize-reduce-curr.py`` and
+    ``IMDB-B/graph-TUD_finalize-curr.py``): ``x`` is the one-hot of the categorical node labels as
+    ``torch_geometric.datasets.TUDataset(root, name)`` builds it (``use_node_attr=False``), ``edge_attr`` the
+    one-hot edge labels where the set has them, and every graph is checked to have one-hot rows
+    (:func:`categorical_node_labels`). Sets without node labels (IMDB-BINARY) get categorical degree labels, as
+    the official IMDB script uses the degree as node label: ``x`` is the one-hot of ``min(degree, max_degree)``,
+    ``max_degree + 1`` wide, where ``max_degree`` defaults to the largest degree over the whole dataset so that
+    train, val and test share one width (the official script instead numbers the distinct degrees it sees;
+    ``max_degree`` is ignored for sets with node labels). The official scripts shuffle with seed 0 and take
+    test = first 10%, val = next 10%, train = rest; here the split is stratified (:func:`stratified_graph_split`,
+    per class ``test_fraction`` test, ``val_fraction`` val, rest train, seeded by ``split_seed``). With a
+    ``root``, ``root/name/raw`` is copied first into ``$DISTILLZOO_CACHE/data/tu/name/raw`` when ``root`` is
+    read-only; with ``root=None`` the graphs are seeded planted-motif graphs
+    (:func:`datamodules.synthetic.planted_motif_graphs`, keyword arguments from ``synthetic``). Dataloaders are
+    ``torch_geometric.loader.DataLoader`` over ``train_set``/``val_set``/``test_set`` (lists of ``Data``) with
+    ``batch_size``, shuffled (by a generator seeded by ``split_seed``) for training only. ``num_features``,
+    ``num_classes`` and ``num_edge_labels`` call ``prepare_data()`` and ``setup()`` themselves when read
+    before setup.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        name: str = "MUTAG",
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        batch_size: int = 128,
+        max_degree: int | None = None,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        for what, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{what} must be in [0, 1), got {value}")
+        if val_fraction + test_fraction >= 1.0:
+            raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_degree is not None and max_degree < 0:
+            raise ValueError(f"max_degree must be >= 0 or None, got {max_degree}")
+        self.save_hyperparameters()
+        self.root = root
+        self.name = name
+        self.split_seed = split_seed
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.batch_size = batch_size
+        self.max_degree = max_degree
+        self.synthetic = dict(synthetic or {})
+        self.graphs: list[Data] | None = None
+        self.train_set: list[Data] | None = None
+        self.val_set: list[Data] | None = None
+        self.test_set: list[Data] | None = None
+        self.split_indices: dict[str, Tensor] = {}
+        self.degree_labels = False  # whether x holds one-hot degrees (the set has no node labels)
+        self._num_classes: int | None = None
+        self._logged_cache = False
+
+    # ------------------------------------------------------------------ data on disk
+
+    def _dataset_root(self) -> Path:
+        """The root handed to TUDataset: ``root`` itself when writable, else the cache (raw files copied)."""
+        assert self.root is not None
+        root = Path(self.root).expanduser()
+        src = root / self.name / "raw"
+        files = sorted(p.name for p in src.iterdir() if p.is_file()) if src.is_dir() else []
+        dataset_root = _writable_dataset_root(root, self.name, "tu", files)
+        if dataset_root != root and not self._logged_cache:
+            dst = dataset_root / self.name / "raw"
+            rank_zero_info(f"{root / self.name} is read-only; loading {self.name} from the copy in {dst}")
+            self._logged_cache = True
+        return dataset_root
+
+    def _load_tu(self) -> Any:
+        from torch_geometric.datasets import TUDataset
+
+        root = self._dataset_root()
+        raw_dir = root / self.name / "raw"
+        files = tu_raw_file_names(self.name)
+        had_raw = all((raw_dir / f).is_file() for f in files[:2])  # what TUDataset checks before downloading
+        try:
+            dataset = TUDataset(str(root), self.name, use_node_attr=False)
+        except Exception as err:
+            if had_raw:
+                raise
+            missing = [f for f in files if not (raw_dir / f).is_file()]
+            source = Path(self.root or "").expanduser() / self.name / "raw"
+            where = str(raw_dir) if source == raw_dir else f"{raw_dir} (or the read-only {source})"
+            raise FileNotFoundError(
+                f"TU dataset {self.name!r} needs raw files {', '.join(files)} (and {self.name}_node_labels.txt "
+                f"where it has node labels) in {where}; missing {', '.join(missing)}, and downloading them failed "
+                f"({type(err).__name__}: {err})"
+            ) from err
+        if dataset._data.y is None:
+            raise FileNotFoundError(
+                f"TU dataset {self.name!r} has no graph labels: {raw_dir / files[2]} is missing, and graph "
+                "classification needs it"
+            )
+        return dataset
+
+    def prepare_data(self) -> None:
+        """Copy and/or download and process the real dataset once (rank zero); nothing for ``root=None``."""
+        if self.root is not None:
+            self._load_tu()
+
+    # ------------------------------------------------------------------ graphs
+
+    def _read_graphs(self) -> list[Data]:
+        if self.root is None:
+            return planted_motif_graphs(**self.synthetic)
+        dataset = self._load_tu()
+        graphs = [dataset[i] for i in range(len(dataset))]
+        if dataset._data.x is None or dataset._data.x.size(-1) == 0:
+            self.degree_labels = True
+            degrees = [node_degrees(g.edge_index, g.num_nodes) for g in graphs]
+            seen = max((int(d.max()) for d in degrees if d.numel()), default=0)
+            max_degree = seen if self.max_degree is None else self.max_degree
+            for g, d in zip(graphs, degrees):
+                g.x = degree_one_hot(d, max_degree)
+        return graphs
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, check and split the graphs once; later calls return at once."""
+        if self.graphs is not None:
+            return
+        graphs = self._read_graphs()
+        label = self.name if self.root is not None else "planted-motif"
+        for i, g in enumerate(graphs):
+            categorical_node_labels(g, name=f"{label} graph {i}")
+            categorical_edge_labels(g, name=f"{label} graph {i}")
+        widths = {int(g.x.size(-1)) for g in graphs}
+        if len(widths) != 1:
+            raise ValueError(f"{label} graphs have node label widths {sorted(widths)}; they must share one width")
+        y = torch.cat([g.y.view(-1)[:1] for g in graphs])
+        train_idx, val_idx, test_idx = stratified_graph_split(y, self.val_fraction, self.test_fraction, self.split_seed)
+        self.split_indices = {"train": train_idx, "val": val_idx, "test": test_idx}
+        self.train_set = [graphs[i] for i in train_idx.tolist()]
+        self.val_set = [graphs[i] for i in val_idx.tolist()]
+        self.test_set = [graphs[i] for i in test_idx.tolist()]
+        self._num_classes = int(y.max()) + 1
+        self.graphs = graphs
+
+    def _ensure_setup(self) -> list[Data]:
+        if self.graphs is None:
+            self.prepare_data()
+            self.setup()
+        assert self.graphs is not None
+        return self.graphs
+
+    @property
+    def num_features(self) -> int:
+        """L, width of the one-hot node labels (sets the data up on first use)."""
+        return int(self._ensure_setup()[0].x.size(-1))
+
+    @property
+    def num_classes(self) -> int:
+        """C, number of graph classes (sets the data up on first use)."""
+        self._ensure_setup()
+        assert self._num_classes is not None
+        return self._num_classes
+
+    @property
+    def num_edge_labels(self) -> int:
+        """K, width of the one-hot edge labels, 0 when the set has none (sets the data up on first use)."""
+        edge_attr = self._ensure_setup()[0].get("edge_attr")
+        return 0 if edge_attr is None else int(edge_attr.view(edge_attr.size(0), -1).size(-1))
+
+    # ------------------------------------------------------------------ loaders
+
+    def train_dataloader(self) -> GraphDataLoader:
+        """Shuffled mini-batches of training graphs (order seeded by ``split_seed``)."""
+        self._ensure_setup()
+        generator = torch.Generator().manual_seed(self.split_seed)
+        return GraphDataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> GraphDataLoader:
+        """Mini-batches of validation graphs, in index order."""
+        self._ensure_setup()
+        return GraphDataLoader(self.val_set, batch_size=self.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> GraphDataLoader:
+        """Mini-batches of test graphs, in index order."""
+        self._ensure_setup()
+        return GraphDataLoader(self.test_set, batch_size=self.batch_size, shuffle=False)
