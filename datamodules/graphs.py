@@ -705,10 +705,10 @@ class TUDataModule(lightning.LightningDataModule):
     # ------------------------------------------------------------------ loaders
 
     def train_dataloader(self) -> GraphDataLoader:
-        """Shuffled mini-batches of training graphs (order seeded by ``split_seed``)."""
+        """Shuffled mini-batches of training graphs; the order follows the run's seed (``seed_everything``),
+        so repeated runs with different seeds see different orders."""
         self._ensure_setup()
-        generator = torch.Generator().manual_seed(self.split_seed)
-        return GraphDataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, generator=generator)
+        return GraphDataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> GraphDataLoader:
         """Mini-batches of validation graphs, in index order."""
@@ -719,3 +719,119 @@ class TUDataModule(lightning.LightningDataModule):
         """Mini-batches of test graphs, in index order."""
         self._ensure_setup()
         return GraphDataLoader(self.test_set, batch_size=self.batch_size, shuffle=False)
+
+
+class MirageDataModule(TUDataModule):
+    """A TU dataset whose training set is Mirage's distilled set; val and test stay the original graphs.
+
+    ``train_on="mirage"``: the distilled samples, loaded from the zoo (``distilled="zoo:NAME"``) or
+    mined on the fly from the training split with :func:`modules.mirage_mining.mine` (``depth``,
+    ``support``, ``drop_shared``, ``min_tree_count``, ``max_len``). ``"full"``: every training graph.
+    ``"random"``: training graphs drawn at random (``subset_seed``) until their tensors reach the
+    distilled set's bytes (or ``budget_bytes``), the equal-budget baseline of the paper. ``stats``
+    reports the bytes used, the full training set's bytes, and the mining times. Follows
+    idea-iitd/Mirage ``ogbg-molhiv/mine_trees.py`` and ``NCI1/graph-nci-finalize-reduce-curr.py``.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        name: str = "MUTAG",
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        batch_size: int = 32,
+        max_degree: int | None = None,
+        synthetic: dict[str, Any] | None = None,
+        train_on: Literal["mirage", "full", "random"] = "mirage",
+        distilled: str | None = None,
+        depth: int = 2,
+        support: float | dict[int, int] = 0.1,
+        drop_shared: bool = False,
+        min_tree_count: int = 0,
+        max_len: int | None = None,
+        subset_seed: int = 0,
+        budget_bytes: int | None = None,
+    ) -> None:
+        super().__init__(root, name, split_seed, val_fraction, test_fraction, batch_size, max_degree, synthetic)
+        if train_on not in ("mirage", "full", "random"):
+            raise ValueError(f"train_on must be 'mirage', 'full' or 'random', got {train_on!r}")
+        self.train_on = train_on
+        self.distilled = distilled
+        self.mining_args = dict(
+            depth=depth, support=support, drop_shared=drop_shared, min_tree_count=min_tree_count, max_len=max_len
+        )
+        self.subset_seed = subset_seed
+        self.budget_bytes = budget_bytes
+        self.mining = None
+        self.stats: dict[str, Any] = {}
+
+    def distilled_graphs(self) -> list[Data]:
+        """The distilled samples: from the zoo entry, else mined from the training split (once)."""
+        if self.distilled is not None:
+            import zoo
+
+            graphs = list(zoo.load(self.distilled))
+            width = int(graphs[0].x.size(-1))
+            if width != self.num_features:
+                raise ValueError(
+                    f"distilled set {self.distilled} has {width} node labels but {self.name} has {self.num_features}"
+                )
+            return graphs
+        if self.mining is None:
+            from modules.mirage_mining import mine
+
+            self.mining = mine(
+                self.train_set,
+                num_node_labels=self.num_features,
+                num_edge_labels=self.num_edge_labels,
+                **self.mining_args,
+            )
+            rank_zero_info(
+                f"Mirage mined {self.mining.num_samples} samples from {len(self.train_set)} training graphs "
+                f"in {self.mining.extraction_seconds + self.mining.mining_seconds:.2f} s"
+            )
+        return list(self.mining.graphs)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.stats:
+            return
+        super().setup(stage)
+        from modules.mirage_mining import tensor_bytes
+
+        full = list(self.train_set)
+        if self.train_on == "mirage":
+            self.train_set = self.distilled_graphs()
+        elif self.train_on == "random":
+            budget = self.budget_bytes or tensor_bytes(self.distilled_graphs())
+            self.train_set = random_subset(full, budget, self.subset_seed)
+        self.stats = {
+            "train_graphs": len(self.train_set),
+            "train_bytes": tensor_bytes(self.train_set),
+            "full_train_bytes": tensor_bytes(full),
+        }
+        self.stats["compression"] = self.stats["train_bytes"] / self.stats["full_train_bytes"]
+        if self.mining is not None:
+            self.stats.update(
+                extraction_seconds=self.mining.extraction_seconds, mining_seconds=self.mining.mining_seconds
+            )
+
+
+def random_subset(graphs: list[Data], budget_bytes: int, seed: int) -> list[Data]:
+    """Graphs in a seeded random order until their tensor bytes reach ``budget_bytes``, with at least one
+    graph per class (the equal-budget random baseline)."""
+    from modules.mirage_mining import tensor_bytes
+
+    order = torch.randperm(len(graphs), generator=torch.Generator().manual_seed(seed)).tolist()
+    chosen, used, classes = [], 0, set()
+    all_classes = {int(g.y.view(-1)[0]) for g in graphs}
+    for i in order:
+        if used >= budget_bytes and classes == all_classes:
+            break
+        label = int(graphs[i].y.view(-1)[0])
+        if used >= budget_bytes and label in classes:
+            continue
+        chosen.append(graphs[i])
+        used += tensor_bytes([graphs[i]])
+        classes.add(label)
+    return chosen
