@@ -28,6 +28,7 @@ class DistillCLI(LightningCLI):
     the best-validation checkpoint right after ``fit`` (how the evidence runs select the epoch)."""
 
     test_metrics: dict[str, float]
+    best_val: float | None  # the monitored validation score of the tested checkpoint
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument(
@@ -50,6 +51,8 @@ class DistillCLI(LightningCLI):
             raise RuntimeError(
                 "--test_after_fit: no best checkpoint was saved; does ModelCheckpoint monitor a logged metric?"
             )
+        scores = [c.best_model_score for c in self.trainer.checkpoint_callbacks if c.best_model_score is not None]
+        self.best_val = float(scores[0]) if scores else None
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
         self.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 

@@ -136,3 +136,34 @@ def test_tiny_recipe_runs_through_the_cli(tmp_path):
     )
     assert 0.0 <= result.test_metrics["test/auroc"] <= 1.0
     assert result.datamodule.stats["compression"] < 0.05
+
+
+def test_graph_size_baseline_ranks_by_node_count():
+    import lightning as L
+
+    from modules.mirage import GraphClassification, GraphSizeClassifier
+
+    small = [
+        Data(x=torch.ones(n, 1), edge_index=torch.empty(2, 0, dtype=torch.long), y=torch.tensor([0])) for n in (3, 4, 5)
+    ]
+    large = [
+        Data(x=torch.ones(n, 1), edge_index=torch.empty(2, 0, dtype=torch.long), y=torch.tensor([1]))
+        for n in (20, 25, 30)
+    ]
+    from torch_geometric.loader import DataLoader
+
+    loader = DataLoader(small + large, batch_size=6)
+    module = GraphClassification(student=GraphSizeClassifier(), optimizer=lambda p: torch.optim.Adam(p, lr=0.1))
+    L.Trainer(
+        max_epochs=100, logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False
+    ).fit(module, train_dataloaders=loader)
+    probs = module.student(next(iter(loader))).softmax(-1)[:, 1]
+    assert probs[:3].max() < probs[3:].min()
+
+
+def test_evidence_summary_reports_all_runs_and_top_k_by_validation():
+    from zoo.evidence import summarise
+
+    row = summarise([0.5, 0.7, 0.9, 0.6], 100, val=[0.1, 0.9, 0.8, 0.2], top_k=2)
+    assert row["mean"] == 67.5 and row["n"] == 4
+    assert row["top_mean"] == 80.0 and row["top_std"] == 10.0  # runs 1 and 2 have the best validation

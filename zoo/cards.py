@@ -15,9 +15,10 @@ Every result row was written by the command shown under it. Load any entry with
 """
 
 
-def _fmt_row(row: dict[str, Any]) -> str:
+def _fmt_row(row: dict[str, Any], top_k: int) -> str:
     value = f"{row['mean']:.2f} ± {row['std']:.2f}" if "std" in row else f"{row['mean']:.2f}"
-    return f"| {row['arm']} | {value} | {row.get('n', '')} |"
+    top = f" {row['top_mean']:.2f} ± {row['top_std']:.2f} |" if top_k and "top_mean" in row else (" |" if top_k else "")
+    return f"| {row['arm']} | {value} | {row.get('n', '')} |{top}"
 
 
 def render_entry(raw: dict[str, Any]) -> str:
@@ -52,8 +53,11 @@ def render_entry(raw: dict[str, Any]) -> str:
     for block in ("rows", *(k for k in results if k.startswith("rows_"))):
         if results.get(block):
             title = "Results" if block == "rows" else f"Results ({block[5:].replace('_', ' ')})"
-            lines += [f"### {title}: {results.get('metric', '')}", "", "| arm | mean ± std | n |", "|---|---|---|"]
-            lines += [_fmt_row(r) for r in results[block]]
+            top_k = max((int(r.get("top_k", 0)) for r in results[block]), default=0)
+            head = "| arm | mean ± std | n |" + (f" top {top_k} by validation |" if top_k else "")
+            rule = "|---|---|---|" + ("---|" if top_k else "")
+            lines += [f"### {title}: {results.get('metric', '')}", "", head, rule]
+            lines += [_fmt_row(r, top_k) for r in results[block]]
             lines.append("")
     if results.get("rows"):
         lines.append(

@@ -19,7 +19,8 @@ import torch
 from zoo import registry
 
 
-def run_arm(arm: dict[str, Any], seed: int, metric: str) -> float:
+def run_arm(arm: dict[str, Any], seed: int, metric: str) -> tuple[float, float | None]:
+    """Test ``metric`` of one arm x seed, and the validation score that selected its checkpoint."""
     import cli  # the CLI imports the zoo; import it late to keep the zoo importable on its own
 
     with tempfile.TemporaryDirectory(prefix="distillzoo-evidence-") as workdir:
@@ -35,18 +36,23 @@ def run_arm(arm: dict[str, Any], seed: int, metric: str) -> float:
         result = cli.main(args)
     if metric not in result.test_metrics:
         raise KeyError(f"arm {arm['arm']!r} logged no {metric!r}; it logged {sorted(result.test_metrics)}")
-    return float(result.test_metrics[metric])
+    return float(result.test_metrics[metric]), result.best_val
 
 
-def summarise(values: list[float], scale: float) -> dict[str, Any]:
+def summarise(values: list[float], scale: float, val: list[float | None] | None = None, top_k: int = 0) -> dict:
+    """Mean and sample std over all runs; with ``top_k``, also over the ``top_k`` runs with the best
+    validation score (the official Mirage report), so both selection rules are shown."""
     scaled = [v * scale for v in values]
-    std = statistics.stdev(scaled) if len(scaled) > 1 else 0.0
-    return {
+    row = {
         "mean": round(statistics.fmean(scaled), 2),
-        "std": round(std, 2),
-        "n": len(scaled),
-        "values": [round(v, 2) for v in scaled],
+        "std": round(statistics.stdev(scaled), 2) if len(scaled) > 1 else 0.0,
     }
+    row.update(n=len(scaled), values=[round(v, 2) for v in scaled])
+    if top_k and val and None not in val:
+        best = sorted(range(len(scaled)), key=lambda i: -val[i])[:top_k]
+        top = [scaled[i] for i in best]
+        row.update(top_k=top_k, top_mean=round(statistics.fmean(top), 2), top_std=round(statistics.pstdev(top), 2))
+    return row
 
 
 def run(name: str, seeds: int, only: list[str] | None = None) -> dict[str, Any]:
@@ -64,11 +70,13 @@ def run(name: str, seeds: int, only: list[str] | None = None) -> dict[str, Any]:
     rows = {r["arm"]: r for r in results.get("rows", [])}
     start = time.perf_counter()
     for arm in arms:
-        values = []
+        values, val = [], []
         for seed in range(seeds):
-            values.append(run_arm(arm, seed, metric))
-            print(f"[evidence] {name} | {arm['arm']} | seed {seed}: {metric} = {values[-1]:.4f}", flush=True)
-        rows[arm["arm"]] = {"arm": arm["arm"], **summarise(values, scale)}
+            test, best_val = run_arm(arm, seed, metric)
+            values.append(test)
+            val.append(best_val)
+            print(f"[evidence] {name} | {arm['arm']} | seed {seed}: {metric} = {test:.4f} (val {best_val})", flush=True)
+        rows[arm["arm"]] = {"arm": arm["arm"], **summarise(values, scale, val, int(spec.get("top_k", 0)))}
     order = [a["arm"] for a in spec["arms"]]
     results.update(
         command=f"python cli.py zoo evidence {name} --seeds {seeds}",
