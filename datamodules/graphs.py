@@ -727,8 +727,8 @@ class MirageDataModule(TUDataModule):
     ``train_on="mirage"``: the distilled samples, loaded from the zoo (``distilled="zoo:NAME"``) or
     mined on the fly from the training split with :func:`modules.mirage_mining.mine` (``depth``,
     ``support``, ``drop_shared``, ``min_tree_count``, ``max_len``). ``"full"``: every training graph.
-    ``"random"``: training graphs drawn at random (``subset_seed``) until their tensors reach the
-    distilled set's bytes (or ``budget_bytes``), the equal-budget baseline of the paper. ``stats``
+    ``"random"``: training graphs drawn at random (``subset_seed``, by default the run's seed) until
+    their tensors reach the distilled set's bytes (or ``budget_bytes``), the equal-budget baseline. ``stats``
     reports the bytes used, the full training set's bytes, and the mining times. Follows
     idea-iitd/Mirage ``ogbg-molhiv/mine_trees.py`` and ``NCI1/graph-nci-finalize-reduce-curr.py``.
     """
@@ -750,7 +750,7 @@ class MirageDataModule(TUDataModule):
         drop_shared: bool = False,
         min_tree_count: int = 0,
         max_len: int | None = None,
-        subset_seed: int = 0,
+        subset_seed: int | None = None,
         budget_bytes: int | None = None,
     ) -> None:
         super().__init__(root, name, split_seed, val_fraction, test_fraction, batch_size, max_degree, synthetic)
@@ -804,7 +804,9 @@ class MirageDataModule(TUDataModule):
             self.train_set = self.distilled_graphs()
         elif self.train_on == "random":
             budget = self.budget_bytes or tensor_bytes(self.distilled_graphs())
-            self.train_set = random_subset(full, budget, self.subset_seed)
+            # Without an explicit subset_seed each run draws its own subset (seed_everything's seed).
+            seed = torch.initial_seed() if self.subset_seed is None else self.subset_seed
+            self.train_set = random_subset(full, budget, seed)
         self.stats = {
             "train_graphs": len(self.train_set),
             "train_bytes": tensor_bytes(self.train_set),

@@ -70,13 +70,16 @@ def run(name: str, seeds: int, only: list[str] | None = None) -> dict[str, Any]:
     rows = {r["arm"]: r for r in results.get("rows", [])}
     start = time.perf_counter()
     for arm in arms:
-        values, val = [], []
+        values, val, seconds = [], [], []
         for seed in range(seeds):
+            tic = time.perf_counter()
             test, best_val = run_arm(arm, seed, metric)
+            seconds.append(time.perf_counter() - tic)
             values.append(test)
             val.append(best_val)
             print(f"[evidence] {name} | {arm['arm']} | seed {seed}: {metric} = {test:.4f} (val {best_val})", flush=True)
-        rows[arm["arm"]] = {"arm": arm["arm"], **summarise(values, scale, val, int(spec.get("top_k", 0)))}
+        row = summarise(values, scale, val, int(spec.get("top_k", 0)))
+        rows[arm["arm"]] = {"arm": arm["arm"], **row, "seconds_per_run": round(statistics.fmean(seconds), 1)}
     order = [a["arm"] for a in spec["arms"]]
     results.update(
         command=f"python cli.py zoo evidence {name} --seeds {seeds}",
