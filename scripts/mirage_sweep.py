@@ -5,7 +5,7 @@ entry's GNN on it and on a random subset of the same bytes, over a few seeds, an
 the entry's ``results.sweep`` (val and test AUC, samples, bytes). The support with the best mean
 validation AUC of the Mirage arm is printed; the test split plays no part in the choice.
 
-    python scripts/mirage_sweep.py NAME [--supports 0.05 0.1 0.2 0.3 0.5] [--seeds 3]
+    python scripts/mirage_sweep.py NAME [--supports 0.05 0.1 0.2 0.3 0.5] [--seeds 3] [--replot]
 """
 
 from __future__ import annotations
@@ -31,11 +31,17 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("--supports", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--replot", action="store_true", help="reuse the stored rows: re-choose and redraw only")
     args = parser.parse_args()
     entry = registry.get(args.name)
     sweep_spec = entry.raw["sweep"]
-    rows = []
-    for support in args.supports:
+    stored = (entry.raw.get("results") or {}).get("sweep")
+    if args.replot and not stored:
+        raise SystemExit(f"{args.name} has no stored sweep to replot")
+    rows = list(stored["rows"]) if args.replot else []
+    if args.replot:
+        args.seeds = int(stored["command"].rsplit("--seeds", 1)[1])
+    for support in [] if args.replot else args.supports:
         row: dict = {"support": support}
         for arm in ("mirage", "random"):
             spec = {
@@ -70,7 +76,8 @@ def main() -> None:
         rows.append(row)
         print(f"[sweep] {row}", flush=True)
     usable = [r for r in rows if "mirage_val" in r]
-    best = max(usable, key=lambda r: r["mirage_val"])
+    # Ties in validation AUC (small validation sets saturate) go to the higher support: the smaller set.
+    best = max(usable, key=lambda r: (r["mirage_val"], r["support"]))
     raw = dict(entry.raw)
     raw.setdefault("results", {})
     raw["results"] = dict(
@@ -79,7 +86,7 @@ def main() -> None:
             "command": f"python scripts/mirage_sweep.py {args.name} --seeds {args.seeds}",
             "rows": rows,
             "chosen_support": best["support"],
-            "rule": "best mean validation AUC of the Mirage arm",
+            "rule": "best mean validation AUC of the Mirage arm; ties go to the higher support (smaller set)",
         },
     )
     registry.write_entry(raw, entry.path.parent)
