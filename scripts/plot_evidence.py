@@ -24,6 +24,17 @@ sys.path.insert(0, str(ROOT))
 from zoo import registry  # noqa: E402
 
 
+def bar_color(label: str) -> str:
+    """Orange for no-teacher and equal-budget random baselines, grey for teachers, full data and
+    other references, blue for distilled arms."""
+    low = label.lower()
+    if "without" in low or "random" in low:
+        return "#d08c60"
+    if "teacher" in low or "full" in low or "size" in low:
+        return "#9e9e9e"
+    return "#4c78a8"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("name")
@@ -42,30 +53,42 @@ def main() -> None:
 
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        group = "inductive" if row["arm"].endswith("(ind)") else "transductive"
+        inductive = any(r["arm"].endswith("(ind)") for r in rows)
+        group = ("inductive" if row["arm"].endswith("(ind)") else "transductive") if inductive else ""
         groups.setdefault(group, []).append(row)
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), sharey=True, squeeze=False)
+    width = max(5.2, 0.75 * max(len(items) for items in groups.values()))
+    fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 4.6), sharey=True, squeeze=False)
+    has_top = False
     for ax, (group, items) in zip(axes[0], groups.items()):
         labels = [r["arm"].removesuffix(" (ind)") for r in items]
         means, stds = [r["mean"] for r in items], [r["std"] for r in items]
-        colors = [
-            "#d08c60" if "without" in lab else "#9e9e9e" if "teacher" in lab.lower() else "#4c78a8" for lab in labels
-        ]
-        ax.bar(range(len(items)), means, yerr=stds, capsize=4, color=colors)
+        ax.bar(range(len(items)), means, yerr=stds, capsize=4, color=[bar_color(lab) for lab in labels])
         for i, row in enumerate(items):
             top = max(row["mean"] + row["std"], reference.get(row["arm"], 0.0))
             ax.text(i, top + 1.3, f"{row['mean']:.1f}", ha="center", fontsize=8)
             if row["arm"] in reference:
                 ax.plot(i, reference[row["arm"]], "kD", markersize=5)
+            if "top_mean" in row:
+                has_top = True
+                ax.plot(i, row["top_mean"], marker="_", color="crimson", markersize=16, mew=2)
         ax.set_xticks(range(len(items)), labels, rotation=30, ha="right")
-        ax.set_title(f"{entry.raw.get('data', {}).get('name', '')} {group}, n={items[0]['n']} seeds")
+        ax.set_title(
+            " ".join(f"{entry.raw.get('data', {}).get('name', '')} {group}".split()) + f", n={items[0]['n']} seeds"
+        )
         low = min(m - s for m, s in zip(means, stds))
-        ax.set_ylim(max(0.0, low - 8), 100)
+        high = max(m + s for m, s in zip(means, stds))
+        ax.set_ylim(max(0.0, low - 8), max(100.0, high + 6))
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel(f"{results.get('metric', 'metric')} (%), mean ± std")
     if reference:
         axes[0][0].plot([], [], "kD", label="official code, same split")
-        axes[0][0].legend(loc="upper right", fontsize=8)
+    if has_top:
+        k = max(int(r.get("top_k", 0)) for r in rows)
+        axes[0][0].plot(
+            [], [], marker="_", color="crimson", ls="", markersize=12, mew=2, label=f"mean of the top {k} by validation"
+        )
+    if reference or has_top:
+        axes[0][0].legend(loc="lower left", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     out = args.out or ROOT / "docs" / "figures" / f"{args.name}-evidence.png"
     out.parent.mkdir(parents=True, exist_ok=True)
