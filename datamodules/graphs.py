@@ -9,7 +9,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -229,6 +229,50 @@ def _writable_dataset_root(root: Path, name: str, family: str, files: Sequence[s
     return cache_root
 
 
+_ANNOUNCED_COPIES: set[tuple[Path, str]] = set()
+
+
+def _open_raw_dataset(
+    root: str,
+    name: str,
+    family: str,
+    copy_files: Sequence[str],
+    needed_files: Sequence[str],
+    open_dataset: Callable[[str], Any],
+    what: str,
+    checked_files: Sequence[str] | None = None,
+) -> tuple[Any, Path]:
+    """Open a PyG dataset from ``root/name/raw`` through :func:`_writable_dataset_root`.
+
+    ``open_dataset(dataset_root)`` builds the PyG dataset (it downloads when the raw files are absent
+    and the user has network). If the ``checked_files`` (default: ``needed_files``) were not all there
+    and opening fails, the error becomes a FileNotFoundError naming ``what``, the missing ``needed_files``
+    and where they were looked for.
+
+    Returns:
+        (the dataset, its raw folder).
+    """
+    given = Path(root).expanduser()
+    dataset_root = _writable_dataset_root(given, name, family, copy_files)
+    raw_dir = dataset_root / name / "raw"
+    if dataset_root != given and (given, name) not in _ANNOUNCED_COPIES:
+        rank_zero_info(f"{given / name} is read-only; loading {name} from the copy in {raw_dir}")
+        _ANNOUNCED_COPIES.add((given, name))
+    had_raw = all((raw_dir / f).is_file() for f in (needed_files if checked_files is None else checked_files))
+    try:
+        return open_dataset(str(dataset_root)), raw_dir
+    except Exception as err:
+        if had_raw:
+            raise
+        missing = [f for f in needed_files if not (raw_dir / f).is_file()]
+        source = given / name / "raw"
+        where = str(raw_dir) if source == raw_dir else f"{raw_dir} (or the read-only {source})"
+        raise FileNotFoundError(
+            f"{what} in {where}; missing {', '.join(missing)}, and downloading them failed "
+            f"({type(err).__name__}: {err})"
+        ) from err
+
+
 class PlanetoidDataModule(lightning.LightningDataModule):
     """Planetoid node classification (Cora, CiteSeer, PubMed) in the transductive or inductive setting.
 
@@ -272,40 +316,23 @@ class PlanetoidDataModule(lightning.LightningDataModule):
         self.train_graph: Data | None = None
         self.test_graph: Data | None = None
         self._num_classes: int | None = None
-        self._logged_cache = False
 
     # ------------------------------------------------------------------ data on disk
-
-    def _dataset_root(self) -> Path:
-        """The root handed to Planetoid: ``root`` itself when writable, else the cache (raw files copied)."""
-        assert self.root is not None
-        root = Path(self.root).expanduser()
-        dataset_root = _writable_dataset_root(root, self.name, "planetoid", planetoid_raw_file_names(self.name))
-        if dataset_root != root and not self._logged_cache:
-            dst = dataset_root / self.name / "raw"
-            rank_zero_info(f"{root / self.name} is read-only; loading {self.name} from the copy in {dst}")
-            self._logged_cache = True
-        return dataset_root
 
     def _load_planetoid(self) -> Data:
         from torch_geometric.datasets import Planetoid
 
-        root = self._dataset_root()
-        raw_dir = root / self.name / "raw"
+        assert self.root is not None
         files = planetoid_raw_file_names(self.name)
-        had_raw = all((raw_dir / f).is_file() for f in files)
-        try:
-            dataset = Planetoid(str(root), self.name, split="public")
-        except Exception as err:
-            if had_raw:
-                raise
-            missing = [f for f in files if not (raw_dir / f).is_file()]
-            source = Path(self.root or "").expanduser() / self.name / "raw"
-            where = str(raw_dir) if source == raw_dir else f"{raw_dir} (or the read-only {source})"
-            raise FileNotFoundError(
-                f"Planetoid {self.name!r} needs raw files {', '.join(files)} in {where}; missing "
-                f"{', '.join(missing)}, and downloading them failed ({type(err).__name__}: {err})"
-            ) from err
+        dataset, _ = _open_raw_dataset(
+            self.root,
+            self.name,
+            "planetoid",
+            files,
+            files,
+            lambda root: Planetoid(root, self.name, split="public"),
+            f"Planetoid {self.name!r} needs raw files {', '.join(files)}",
+        )
         self._num_classes = int(dataset.num_classes)
         return dataset[0]
 
@@ -591,43 +618,27 @@ class TUDataModule(lightning.LightningDataModule):
         self.split_indices: dict[str, Tensor] = {}
         self.degree_labels = False  # whether x holds one-hot degrees (the set has no node labels)
         self._num_classes: int | None = None
-        self._logged_cache = False
 
     # ------------------------------------------------------------------ data on disk
-
-    def _dataset_root(self) -> Path:
-        """The root handed to TUDataset: ``root`` itself when writable, else the cache (raw files copied)."""
-        assert self.root is not None
-        root = Path(self.root).expanduser()
-        src = root / self.name / "raw"
-        files = sorted(p.name for p in src.iterdir() if p.is_file()) if src.is_dir() else []
-        dataset_root = _writable_dataset_root(root, self.name, "tu", files)
-        if dataset_root != root and not self._logged_cache:
-            dst = dataset_root / self.name / "raw"
-            rank_zero_info(f"{root / self.name} is read-only; loading {self.name} from the copy in {dst}")
-            self._logged_cache = True
-        return dataset_root
 
     def _load_tu(self) -> Any:
         from torch_geometric.datasets import TUDataset
 
-        root = self._dataset_root()
-        raw_dir = root / self.name / "raw"
+        assert self.root is not None
+        src = Path(self.root).expanduser() / self.name / "raw"
+        present = sorted(p.name for p in src.iterdir() if p.is_file()) if src.is_dir() else []
         files = tu_raw_file_names(self.name)
-        had_raw = all((raw_dir / f).is_file() for f in files[:2])  # what TUDataset checks before downloading
-        try:
-            dataset = TUDataset(str(root), self.name, use_node_attr=False)
-        except Exception as err:
-            if had_raw:
-                raise
-            missing = [f for f in files if not (raw_dir / f).is_file()]
-            source = Path(self.root or "").expanduser() / self.name / "raw"
-            where = str(raw_dir) if source == raw_dir else f"{raw_dir} (or the read-only {source})"
-            raise FileNotFoundError(
-                f"TU dataset {self.name!r} needs raw files {', '.join(files)} (and {self.name}_node_labels.txt "
-                f"where it has node labels) in {where}; missing {', '.join(missing)}, and downloading them failed "
-                f"({type(err).__name__}: {err})"
-            ) from err
+        dataset, raw_dir = _open_raw_dataset(
+            self.root,
+            self.name,
+            "tu",
+            present,
+            files,
+            lambda root: TUDataset(root, self.name, use_node_attr=False),
+            f"TU dataset {self.name!r} needs raw files {', '.join(files)} (and {self.name}_node_labels.txt "
+            "where it has node labels)",
+            checked_files=files[:2],  # what TUDataset checks before downloading
+        )
         if dataset._data.y is None:
             raise FileNotFoundError(
                 f"TU dataset {self.name!r} has no graph labels: {raw_dir / files[2]} is missing, and graph "
