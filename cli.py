@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -68,7 +69,9 @@ def lightning_main(args: list[str]) -> DistillCLI:
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+            # mixed precision wherever a GPU is present; a recipe or --trainer.precision overrides it
+            "precision": "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true",
         },
         args=args,
     )
@@ -95,6 +98,7 @@ def zoo_main(argv: list[str]) -> int:
     ev.add_argument("name")
     ev.add_argument("--seeds", type=int, default=3)
     ev.add_argument("--arms", nargs="+", help="only these arms (by name); other rows are kept")
+    ev.add_argument("--jobs", type=int, default=1, help="fits run at once, in spawned processes (default 1)")
     opts = parser.parse_args(argv)
 
     if opts.command == "list":
@@ -121,7 +125,7 @@ def zoo_main(argv: list[str]) -> int:
     elif opts.command == "cards":
         print(f"wrote {cards.write(opts.output)}")
     elif opts.command == "evidence":
-        evidence.run(opts.name, opts.seeds, opts.arms)
+        evidence.run(opts.name, opts.seeds, opts.arms, opts.jobs)
     return 0
 
 

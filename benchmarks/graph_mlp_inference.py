@@ -19,16 +19,16 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import time_call  # noqa: E402
 
 
 def load_case(case: str, args: argparse.Namespace):
@@ -50,19 +50,6 @@ def load_case(case: str, args: argparse.Namespace):
     edge_index = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
     kw = dict(in_channels=f, hidden_channels=256, out_channels=16, num_layers=3)
     return x, edge_index, GNN(**kw).eval(), MLP(**kw).eval()
-
-
-def time_call(fn, device: str, repeats: int) -> float:
-    times = []
-    for _ in range(repeats + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
 
 
 def worker(case: str, model: str, args: argparse.Namespace) -> dict:

@@ -198,3 +198,31 @@ def test_dataset_entry_round_trips_as_a_pyg_dataset(scratch_zoo):
             assert torch.equal(original[key], back[key]), key
     again = export.export_graphs(graphs, "toy-graphs", {}, scratch_zoo["weights"], overwrite=True)
     assert again == path  # deterministic bytes
+
+
+def test_evidence_in_parallel_processes_summarises_every_metric(scratch_zoo, tmp_path):
+    """``zoo evidence --jobs 2``: fits run in spawned processes; the headline and extra metrics get rows."""
+    import yaml
+
+    from zoo import evidence
+
+    raw = yaml.safe_load((registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml").read_text())
+    raw["evidence"] = {
+        "metric": "test/acc",
+        "metrics": ["test/loss"],
+        "arms": [
+            {
+                "arm": "tiny MLP, no teacher",
+                "config": ["recipes/graph_mlp/tiny.yaml"],
+                "args": ["--model.init_args.mode=ce", "--trainer.max_epochs=2"],
+            }
+        ],
+    }
+    raw.pop("results", None)
+    registry.write_entry(raw, registry.entries_dir())
+    results = evidence.run("gcn-csbm", seeds=2, jobs=2)
+    (row,) = results["rows"]
+    assert row["n"] == 2 and len(row["values"]) == 2 and 0 <= row["mean"] <= 1
+    assert set(row["metrics"]) == {"test/loss"} and row["metrics"]["test/loss"]["n"] == 2
+    assert results["command"].endswith("--seeds 2 --jobs 2")
+    assert "| test/loss |" in cards.render_entry(registry.get("gcn-csbm").raw)

@@ -15,10 +15,14 @@ Every result row was written by the command shown under it. Load any entry with
 """
 
 
-def _fmt_row(row: dict[str, Any], top_k: int) -> str:
-    value = f"{row['mean']:.2f} ± {row['std']:.2f}" if "std" in row else f"{row['mean']:.2f}"
+def _value(row: dict[str, Any]) -> str:
+    return f"{row['mean']:.2f} ± {row['std']:.2f}" if "std" in row else f"{row['mean']:.2f}"
+
+
+def _fmt_row(row: dict[str, Any], top_k: int, extra: list[str]) -> str:
     top = f" {row['top_mean']:.2f} ± {row['top_std']:.2f} |" if top_k and "top_mean" in row else (" |" if top_k else "")
-    return f"| {row['arm']} | {value} | {row.get('n', '')} |{top}"
+    more = "".join(f" {_value(row['metrics'][m])} |" if m in row.get("metrics", {}) else " |" for m in extra)
+    return f"| {row['arm']} | {_value(row)} | {row.get('n', '')} |{top}{more}"
 
 
 def render_entry(raw: dict[str, Any]) -> str:
@@ -54,10 +58,12 @@ def render_entry(raw: dict[str, Any]) -> str:
         if results.get(block):
             title = "Results" if block == "rows" else f"Results ({block[5:].replace('_', ' ')})"
             top_k = max((int(r.get("top_k", 0)) for r in results[block]), default=0)
+            extra = list(dict.fromkeys(m for r in results[block] for m in r.get("metrics", {})))
             head = "| arm | mean ± std | n |" + (f" top {top_k} by validation |" if top_k else "")
-            rule = "|---|---|---|" + ("---|" if top_k else "")
+            head += "".join(f" {m} |" for m in extra)
+            rule = "|---|---|---|" + ("---|" if top_k else "") + "---|" * len(extra)
             lines += [f"### {title}: {results.get('metric', '')}", "", head, rule]
-            lines += [_fmt_row(r, top_k) for r in results[block]]
+            lines += [_fmt_row(r, top_k, extra) for r in results[block]]
             lines.append("")
     if results.get("rows"):
         lines.append(

@@ -19,8 +19,8 @@ import torch
 from zoo import registry
 
 
-def run_arm(arm: dict[str, Any], seed: int, metric: str) -> tuple[float, float | None]:
-    """Test ``metric`` of one arm x seed, and the validation score that selected its checkpoint."""
+def fit_and_test(arm: dict[str, Any], seed: int) -> tuple[dict[str, float], float | None]:
+    """Every test metric of one arm x seed, and the validation score that selected its checkpoint."""
     import cli  # the CLI imports the zoo; import it late to keep the zoo importable on its own
 
     with tempfile.TemporaryDirectory(prefix="distillzoo-evidence-") as workdir:
@@ -34,9 +34,25 @@ def run_arm(arm: dict[str, Any], seed: int, metric: str) -> tuple[float, float |
             f"--trainer.default_root_dir={workdir}",
         ]
         result = cli.main(args)
-    if metric not in result.test_metrics:
-        raise KeyError(f"arm {arm['arm']!r} logged no {metric!r}; it logged {sorted(result.test_metrics)}")
-    return float(result.test_metrics[metric]), result.best_val
+    return {k: float(v) for k, v in result.test_metrics.items()}, result.best_val
+
+
+def run_arm(arm: dict[str, Any], seed: int, metric: str) -> tuple[float, float | None]:
+    """Test ``metric`` of one arm x seed, and the validation score that selected its checkpoint."""
+    tests, best_val = fit_and_test(arm, seed)
+    return _pick(tests, metric, arm), best_val
+
+
+def _pick(tests: dict[str, float], metric: str, arm: dict[str, Any]) -> float:
+    if metric not in tests:
+        raise KeyError(f"arm {arm['arm']!r} logged no {metric!r}; it logged {sorted(tests)}")
+    return tests[metric]
+
+
+def _timed(arm: dict[str, Any], seed: int) -> tuple[dict[str, float], float | None, float]:
+    tic = time.perf_counter()
+    tests, best_val = fit_and_test(arm, seed)
+    return tests, best_val, time.perf_counter() - tic
 
 
 def summarise(values: list[float], scale: float, val: list[float | None] | None = None, top_k: int = 0) -> dict:
@@ -55,13 +71,19 @@ def summarise(values: list[float], scale: float, val: list[float | None] | None 
     return row
 
 
-def run(name: str, seeds: int, only: list[str] | None = None) -> dict[str, Any]:
-    """Run the arms of entry ``name`` (all, or those named in ``only``) and update its results."""
+def run(name: str, seeds: int, only: list[str] | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Run the arms of entry ``name`` (all, or those named in ``only``) and update its results.
+
+    ``metric`` names the headline test metric; ``metrics`` (optional) lists more, each summarised in
+    the row's ``metrics`` mapping. ``jobs`` > 1 runs arm x seed fits in that many spawned processes
+    (one GPU holds several small runs at once); the rows are the same as with ``jobs=1``.
+    """
     entry = registry.get(name)
     spec = entry.raw.get("evidence")
     if not spec or not spec.get("arms"):
         raise ValueError(f"zoo entry {name!r} has no evidence.arms to run")
     metric, scale = spec.get("metric", "test/acc"), float(spec.get("scale", 1.0))
+    extra = [m for m in spec.get("metrics", []) if m != metric]
     arms = [a for a in spec["arms"] if only is None or a["arm"] in only]
     if only and len(arms) != len(only):
         unknown = set(only) - {a["arm"] for a in arms}
@@ -69,20 +91,32 @@ def run(name: str, seeds: int, only: list[str] | None = None) -> dict[str, Any]:
     results = dict(entry.raw.get("results") or {})
     rows = {r["arm"]: r for r in results.get("rows", [])}
     start = time.perf_counter()
-    for arm in arms:
-        values, val, seconds = [], [], []
-        for seed in range(seeds):
-            tic = time.perf_counter()
-            test, best_val = run_arm(arm, seed, metric)
-            seconds.append(time.perf_counter() - tic)
-            values.append(test)
-            val.append(best_val)
-            print(f"[evidence] {name} | {arm['arm']} | seed {seed}: {metric} = {test:.4f} (val {best_val})", flush=True)
-        row = summarise(values, scale, val, int(spec.get("top_k", 0)))
-        rows[arm["arm"]] = {"arm": arm["arm"], **row, "seconds_per_run": round(statistics.fmean(seconds), 1)}
+    runs = [(arm, seed) for arm in arms for seed in range(seeds)]
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            outcomes = list(pool.map(_timed, *zip(*runs)))
+    else:
+        outcomes = [_timed(arm, seed) for arm, seed in runs]
+    for (arm, seed), (tests, best_val, _) in zip(runs, outcomes):
+        test = _pick(tests, metric, arm)
+        print(f"[evidence] {name} | {arm['arm']} | seed {seed}: {metric} = {test:.4f} (val {best_val})", flush=True)
+    for i, arm in enumerate(arms):
+        mine = outcomes[i * seeds : (i + 1) * seeds]
+        values = [_pick(tests, metric, arm) for tests, _, _ in mine]
+        row = summarise(values, scale, [v for _, v, _ in mine], int(spec.get("top_k", 0)))
+        if extra:
+            row["metrics"] = {m: summarise([_pick(t, m, arm) for t, _, _ in mine], 1.0) for m in extra}
+        rows[arm["arm"]] = {
+            "arm": arm["arm"],
+            **row,
+            "seconds_per_run": round(statistics.fmean(s for *_, s in mine), 1),
+        }
     order = [a["arm"] for a in spec["arms"]]
     results.update(
-        command=f"python cli.py zoo evidence {name} --seeds {seeds}",
+        command=f"python cli.py zoo evidence {name} --seeds {seeds}" + (f" --jobs {jobs}" if jobs > 1 else ""),
         metric=metric,
         selection=spec.get("selection", "test metric at the best-validation checkpoint"),
         rows=[rows[a] for a in order if a in rows],

@@ -43,6 +43,8 @@ class DistillModule(L.LightningModule):
     ``export_student()``. With ``teacher=None`` the same module trains the no-teacher baseline.
     """
 
+    modules_in_init: tuple[str, ...] = ()  # further nn.Module arguments a subclass takes, kept out of hparams
+
     def __init__(
         self,
         student: nn.Module | None = None,
@@ -53,7 +55,8 @@ class DistillModule(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "lr_scheduler"])
+        ignore = ["student", "teacher", "optimizer", "lr_scheduler", *self.modules_in_init]
+        self.save_hyperparameters(ignore=ignore)
         if student is None:
             if init_weights is None:
                 raise ValueError("give a student network, init_weights (zoo:NAME or a .safetensors path), or both")
