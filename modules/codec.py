@@ -588,7 +588,7 @@ class DistilCodec(DistillModule):
 
     def _log_usage(self, stage: str) -> None:
         for k, v in self.usage[stage].compute().items():
-            self.log(f"{stage}/{k}", v.float())
+            self.log(f"{stage}/{k}", v.float(), sync_dist=True)  # already summed over ranks by the metric
         self.usage[stage].reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -102,7 +102,9 @@ class DistillModule(L.LightningModule):
 
     def _eval_step(self, batch: Any, stage: str) -> None:
         metrics = self.evaluate(batch, stage)
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=True, batch_size=self.batch_size(batch))
+        # sync_dist: under DDP each rank holds a shard of the evaluation set (a no-op on one device)
+        logged = {f"{stage}/{k}": v for k, v in metrics.items()}
+        self.log_dict(logged, prog_bar=True, batch_size=self.batch_size(batch), sync_dist=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "val")
