@@ -83,13 +83,46 @@ class ViewNet(nn.Module):
         return self.both(x)[1]
 
 
+def gradient_conflict_rate(params: Sequence[Tensor], losses: Sequence[Tensor]) -> Tensor | None:
+    """Share of pairs of per-source losses whose gradients on ``params`` point against each other
+    (negative cosine), the paper's measure of conflicting teachers; None with fewer than two sources."""
+    grads = []
+    for loss in losses:
+        parts = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        flat = torch.cat([g.flatten() for g in parts if g is not None]) if any(g is not None for g in parts) else None
+        if flat is not None and flat.norm() > 0:
+            grads.append(flat)
+    if len(grads) < 2:
+        return None
+    g = F.normalize(torch.stack(grads), dim=1)
+    cos = g @ g.T
+    pairs = torch.triu_indices(len(grads), len(grads), offset=1)
+    return (cos[pairs[0], pairs[1]] < 0).float().mean()
+
+
 class _Classifier(DistillModule):
-    """Shared evaluation: accuracy of the student on ``batch[input_key]``."""
+    """Shared evaluation: accuracy of the student on ``batch[input_key]``; with ``conflict_every`` > 0,
+    the gradient-conflict rate between the per-source distillation terms every that many steps,
+    averaged over training and reported beside the test metrics (``test/conflict_rate``)."""
 
     input_key = "x"
+    conflict_every = 0
 
     def _setup_metrics(self, num_classes: int) -> None:
         self.acc = nn.ModuleDict({s: Accuracy("multiclass", num_classes=num_classes) for s in ("val", "test")})
+        self._conflicts: list[float] = []
+
+    def _track_conflicts(self, per_source: Sequence[Tensor]) -> None:
+        if not self.conflict_every or not self.training or self.global_step % self.conflict_every:
+            return
+        rate = gradient_conflict_rate([p for p in self.student.backbone.parameters()], per_source)
+        if rate is not None:
+            self._conflicts.append(float(rate))
+            self.log("train/conflict_rate", rate, batch_size=1)
+
+    def on_test_epoch_end(self) -> None:
+        if self._conflicts:
+            self.log("test/conflict_rate", sum(self._conflicts) / len(self._conflicts))
 
     def batch_size(self, batch: dict[str, Any]) -> int:
         return batch["y"].shape[0]
@@ -114,12 +147,13 @@ class FeatureDistill(_Classifier):
         teachers: dict[str, int] | None = None,
         cos_weight: float = 1.0,
         input_key: str = "x",
+        conflict_every: int = 0,
         init_weights: str | None = None,
         optimizer: OptimizerCallable = torch.optim.SGD,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(student, None, init_weights, {"cos": cos_weight}, optimizer, lr_scheduler)
-        self.input_key = input_key
+        self.input_key, self.conflict_every = input_key, conflict_every
         self._setup_metrics(self.student.head.out_features)
         if teachers:
             self.teacher_set = TeacherSet(dict.fromkeys(teachers), teachers, self.student.feature_dim)
@@ -130,6 +164,7 @@ class FeatureDistill(_Classifier):
         terms = {"ce": F.cross_entropy(logits, batch["y"])}
         if hasattr(self, "teacher_set"):
             losses = self.teacher_set.cosine_losses(c, batch)
+            self._track_conflicts(list(losses.values()))
             terms["cos"] = sum(losses.values())
             for name, value in losses.items():
                 self.log(f"train/cos_{name}", value.detach(), batch_size=self.batch_size(batch))
@@ -238,6 +273,7 @@ class SPD(_Classifier):
         lambda_z: float = 1.0,
         ce_floor: float = 4.0,
         temperature: float = 1.0,
+        conflict_every: int = 0,
         optimizer: OptimizerCallable = torch.optim.SGD,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -245,6 +281,7 @@ class SPD(_Classifier):
         if selection not in ("spd", "random", "uniform"):
             raise ValueError(f"unknown selection {selection!r}; expected spd, random or uniform")
         self.selection, self.top_k, self.ce_floor, self.temperature = selection, top_k, ce_floor, temperature
+        self.conflict_every = conflict_every
         outputs = load_file(str(proxy_outputs))
         missing = {"features", "logits", "index"} - set(outputs)
         if missing:
@@ -286,6 +323,9 @@ class SPD(_Classifier):
         log_s = F.log_softmax(logits / tau, -1)
         kl = (F.softmax(z / tau, -1) * (F.log_softmax(z / tau, -1) - log_s)).sum(-1)  # KL(z_k || z_S), [K, B]
         self.log("train/covered", covered.float().mean(), batch_size=len(y))
+        lf, lz = self.weight_of("feat"), self.weight_of("kd")
+        per_proxy = (w * (lf * cos + lz * kl)).sum(1) / covered.sum().clamp(min=1)  # each proxy's share of the loss
+        self._track_conflicts([per_proxy[i] for i in range(len(per_proxy)) if w[i].sum() > 0])
         return {
             "ce": ce.mean(),
             "feat": masked_mean((w * cos).sum(0), covered),

@@ -75,3 +75,14 @@ def test_feature_distill_masks_missing_teacher_rows():
     only_fou.student.load_state_dict(m.student.state_dict())
     only_fou.projectors["fou"].load_state_dict(m.projectors["fou"].state_dict())
     assert only_fou.distill_loss(batch)["cos"].item() == pytest.approx(terms["cos"].item())
+
+
+def test_gradient_conflict_rate_counts_opposing_sources():
+    from modules.ego_proxies import gradient_conflict_rate
+
+    p = torch.zeros(2, requires_grad=True)
+    agree = [(p * torch.tensor([1.0, 0.0])).sum(), (p * torch.tensor([1.0, 1.0])).sum()]
+    assert gradient_conflict_rate([p], agree).item() == 0.0
+    mixed = [*agree, (p * torch.tensor([-1.0, 0.0])).sum()]  # opposes both: 2 of 3 pairs conflict
+    assert gradient_conflict_rate([p], mixed).item() == pytest.approx(2 / 3)
+    assert gradient_conflict_rate([p], agree[:1]) is None
