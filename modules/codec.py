@@ -287,16 +287,20 @@ class Codec(nn.Module):
             raise ValueError(f"wav must be (batch, 1, samples) mono; got {tuple(wav.shape)}")
         return F.pad(wav, (0, -wav.shape[-1] % self.hop))
 
+    def quantize(self, wav: Tensor) -> dict[str, Tensor]:
+        """mel -> encoder -> quantizer: codes, commit, fup and the quantized latent of ``wav``."""
+        return self.quantizer(self.encoder(self.mel(self._pad(wav))))
+
     def forward(self, wav: Tensor) -> dict[str, Tensor]:
         """Reconstruct ``wav``; returns audio (cropped to the input length), codes, commit, fup, quantized."""
-        out = self.quantizer(self.encoder(self.mel(self._pad(wav))))
+        out = self.quantize(wav)
         out["audio"] = self.generator(out["quantized"])[..., : wav.shape[-1]]
         return out
 
     @torch.no_grad()
     def encode(self, wav: Tensor) -> Tensor:
         """wav (B, 1, T) at ``sample_rate`` -> integer codes (B, groups, ceil(T / hop), residual)."""
-        return self.quantizer(self.encoder(self.mel(self._pad(wav))))["codes"]
+        return self.quantize(wav)["codes"]
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
@@ -532,9 +536,8 @@ class DistilCodec(DistillModule):
             "commit": out["commit"],
         }
         if "latent" in self.projectors:
-            t = self.teacher.network
             with torch.no_grad():
-                target = t.quantizer(t.encoder(t.mel(t._pad(batch))))
+                target = self.teacher.network.quantize(batch)
             terms["latent"] = self.hparams.latent_weight * F.mse_loss(
                 out["fup"], self.projectors["latent"](target["fup"])
             )

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import zoo  # noqa: E402
 from datamodules.audio import SpeechDataModule  # noqa: E402
-from modules.codec import CodeUsage, LogMel  # noqa: E402
+from modules.codec import CodeUsage  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     out_dir = ROOT / "docs" / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    mel = LogMel(student.sample_rate, 1024, 256, 80, student.sample_rate / 2)
+    mel = student.mel  # the codec's own front end: what its encoder sees
     wav = dm.test_set[args.utterance].audio[: 4 * student.sample_rate].view(1, 1, -1)
     with torch.no_grad():
         rows = [
