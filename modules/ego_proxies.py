@@ -210,7 +210,7 @@ def _check_same_architecture(proxies: Sequence[nn.Module]) -> None:
 def learned_soup(proxies: Sequence[ViewNet], loader, epochs: int = 2, lr: float = 0.01) -> tuple[ViewNet, Tensor]:
     """UNIEGO's merge: theta = sum_k softmax(w)_k theta_k, w initialised to 0 (uniform); only ``w`` is
     trained (Adam, CE of the blended model in eval mode, via ``functional_call``). Non-float buffers
-    come from proxy 0. Returns the merged network and softmax(w)."""
+    come from proxy 0; ``epochs=0`` gives the uniform average. Returns the merged network and softmax(w)."""
     import copy
 
     _check_same_architecture(proxies)

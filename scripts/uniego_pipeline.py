@@ -123,10 +123,7 @@ def main() -> None:
     export_proxy_outputs(proxies, dm.full_train_dataloader(), out / "proxy_outputs.safetensors")
     soup, weights = learned_soup(list(proxies.values()), dm.full_train_dataloader(), epochs=2, lr=0.01)
     save_network(soup, out / "soup.safetensors")
-    uniform = copy.deepcopy(init)
-    with torch.no_grad():
-        for name, p in uniform.named_parameters():
-            p.copy_(torch.stack([q.get_parameter(name) for q in proxies.values()]).mean(0))
+    uniform, _ = learned_soup(list(proxies.values()), dm.full_train_dataloader(), epochs=0)  # weights stay 1/K
     save_network(uniform, out / "uniform.safetensors")
     summary = {"soup_weights": dict(zip(proxies, weights.tolist())), "feature_files": feature_files}
     (out / "pipeline.json").write_text(json.dumps(summary, indent=2))
