@@ -201,7 +201,8 @@ def test_dataset_entry_round_trips_as_a_pyg_dataset(scratch_zoo):
 
 
 def test_evidence_in_parallel_processes_summarises_every_metric(scratch_zoo, tmp_path):
-    """``zoo evidence --jobs 2``: fits run in spawned processes; the headline and extra metrics get rows."""
+    """``zoo evidence --jobs 2``: fits run in spawned processes; the headline and extra metrics get rows,
+    and an extra metric the arm never logs is left out of its row."""
     import yaml
 
     from zoo import evidence
@@ -209,7 +210,7 @@ def test_evidence_in_parallel_processes_summarises_every_metric(scratch_zoo, tmp
     raw = yaml.safe_load((registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml").read_text())
     raw["evidence"] = {
         "metric": "test/acc",
-        "metrics": ["test/loss"],
+        "metrics": ["test/loss", "test/never_logged"],
         "arms": [
             {
                 "arm": "tiny MLP, no teacher",

@@ -75,7 +75,7 @@ def run(name: str, seeds: int, only: list[str] | None = None, jobs: int = 1) -> 
     """Run the arms of entry ``name`` (all, or those named in ``only``) and update its results.
 
     ``metric`` names the headline test metric; ``metrics`` (optional) lists more, each summarised in
-    the row's ``metrics`` mapping. ``jobs`` > 1 runs arm x seed fits in that many spawned processes
+    the row's ``metrics`` mapping when every run of the arm logged it. ``jobs`` > 1 runs arm x seed fits in that many spawned processes
     (one GPU holds several small runs at once); the rows are the same as with ``jobs=1``.
     """
     entry = registry.get(name)
@@ -107,8 +107,10 @@ def run(name: str, seeds: int, only: list[str] | None = None, jobs: int = 1) -> 
         mine = outcomes[i * seeds : (i + 1) * seeds]
         values = [_pick(tests, metric, arm) for tests, _, _ in mine]
         row = summarise(values, scale, [v for _, v, _ in mine], int(spec.get("top_k", 0)))
-        if extra:
-            row["metrics"] = {m: summarise([_pick(t, m, arm) for t, _, _ in mine], 1.0) for m in extra}
+        # An extra metric some arm never logs (a conflict rate without two sources) is left out of its row.
+        logged = [m for m in extra if all(m in tests for tests, _, _ in mine)]
+        if logged:
+            row["metrics"] = {m: summarise([tests[m] for tests, _, _ in mine], 1.0) for m in logged}
         rows[arm["arm"]] = {
             "arm": arm["arm"],
             **row,
