@@ -2,5 +2,6 @@
 
 from datamodules.synthetic.csbm import contextual_sbm
 from datamodules.synthetic.motifs import planted_motif_graphs
+from datamodules.synthetic.phantoms import random_ellipse_phantoms
 
-__all__ = ["contextual_sbm", "planted_motif_graphs"]
+__all__ = ["contextual_sbm", "planted_motif_graphs", "random_ellipse_phantoms"]
