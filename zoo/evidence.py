@@ -75,8 +75,9 @@ def run(name: str, seeds: int, only: list[str] | None = None, jobs: int = 1) -> 
     """Run the arms of entry ``name`` (all, or those named in ``only``) and update its results.
 
     ``metric`` names the headline test metric; ``metrics`` (optional) lists more, each summarised in
-    the row's ``metrics`` mapping when every run of the arm logged it. ``jobs`` > 1 runs arm x seed fits in that many spawned processes
-    (one GPU holds several small runs at once); the rows are the same as with ``jobs=1``.
+    the row's ``metrics`` mapping when every run of the arm logged it. ``jobs`` > 1 runs arm x seed fits
+    in that many spawned processes (one GPU holds several small runs at once); the rows are the same as
+    with ``jobs=1``.
     """
     entry = registry.get(name)
     spec = entry.raw.get("evidence")
