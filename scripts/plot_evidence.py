@@ -23,10 +23,17 @@ sys.path.insert(0, str(ROOT))
 
 from zoo import registry  # noqa: E402
 
+ROLE_COLORS = {"baseline": "#d08c60", "reference": "#9e9e9e", "distilled": "#4c78a8"}
 
-def bar_color(label: str) -> str:
-    """Orange for no-teacher and equal-budget random baselines, grey for teachers, full data and
-    other references, blue for distilled arms."""
+
+def bar_color(label: str, role: str | None = None) -> str:
+    """An arm's ``role`` in the metafile (baseline, reference, distilled) picks its colour; without one,
+    orange for no-teacher and equal-budget random baselines, grey for teachers, full data and other
+    references, blue for distilled arms."""
+    if role is not None:
+        if role not in ROLE_COLORS:
+            raise SystemExit(f"arm {label!r} has role {role!r}; expected one of {sorted(ROLE_COLORS)}")
+        return ROLE_COLORS[role]
     low = label.lower()
     if "without" in low or "random" in low:
         return "#d08c60"
@@ -45,24 +52,33 @@ def main() -> None:
     rows = results.get("rows") or []
     if not rows:
         raise SystemExit(f"{args.name} has no result rows; run python cli.py zoo evidence {args.name} first")
+    ours = {r["arm"] for r in rows}
     reference = {}
     for row in results.get("paper_rows") or []:
         match = re.match(r"\s*([\d.]+)", str(row["value"]))
-        if match:
+        if match and row["arm"] in ours:
             reference[row["arm"]] = float(match.group(1))
+    spec = entry.raw.get("evidence") or {}
+    roles = {a["arm"]: a.get("role") for a in spec.get("arms", [])}
 
     groups: dict[str, list[dict]] = {}
     for row in rows:
         inductive = any(r["arm"].endswith("(ind)") for r in rows)
         group = ("inductive" if row["arm"].endswith("(ind)") else "transductive") if inductive else ""
         groups.setdefault(group, []).append(row)
-    width = max(5.2, 0.75 * max(len(items) for items in groups.values()))
+    width = max(5.2, 1.0 * max(len(items) for items in groups.values()))
     fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 4.6), sharey=True, squeeze=False)
     has_top = False
     for ax, (group, items) in zip(axes[0], groups.items()):
         labels = [r["arm"].removesuffix(" (ind)") for r in items]
         means, stds = [r["mean"] for r in items], [r["std"] for r in items]
-        ax.bar(range(len(items)), means, yerr=stds, capsize=4, color=[bar_color(lab) for lab in labels])
+        ax.bar(
+            range(len(items)),
+            means,
+            yerr=stds,
+            capsize=4,
+            color=[bar_color(lab, roles.get(r["arm"])) for lab, r in zip(labels, items)],
+        )
         for i, row in enumerate(items):
             top = max(row["mean"] + row["std"], reference.get(row["arm"], 0.0))
             ax.text(i, top + 1.3, f"{row['mean']:.1f}", ha="center", fontsize=8)
@@ -72,9 +88,8 @@ def main() -> None:
                 has_top = True
                 ax.plot(i, row["top_mean"], marker="_", color="crimson", markersize=16, mew=2)
         ax.set_xticks(range(len(items)), labels, rotation=30, ha="right")
-        ax.set_title(
-            " ".join(f"{entry.raw.get('data', {}).get('name', '')} {group}".split()) + f", n={items[0]['n']} seeds"
-        )
+        title = spec.get("title") or entry.raw.get("data", {}).get("name", "")
+        ax.set_title(" ".join(f"{title} {group}".split()) + f", n={items[0]['n']} seeds")
         low = min(m - s for m, s in zip(means, stds))
         high = max(m + s for m, s in zip(means, stds))
         ax.set_ylim(max(0.0, low - 8), max(100.0, high + 6))
