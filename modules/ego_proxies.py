@@ -37,8 +37,10 @@ class ViewNet(nn.Module):
     """A classifier on one view: backbone -> feature ``c`` (the CLS token's role) -> linear head.
 
     ``backbone="cnn"`` for image views [B, 1, H, W] (two conv-ReLU-pool blocks), ``"mlp"`` for
-    vectors [B, D] (``num_layers`` Linear-ReLU-dropout). ``forward(x)`` -> logits; ``both(x)`` ->
-    (c, logits).
+    vectors [B, D] (``num_layers`` Linear-ReLU-dropout), ``"vit"`` for images [B, C, H, W] or video clips
+    [B, T, C, H, W] (``in_shape`` (C, H, W) or (T, C, H, W)): a timm ViT (width ``hidden``, ``num_layers``
+    blocks, ``patch_size``) on every frame, its CLS tokens averaged over time, as the paper's frame-wise
+    TimeSformer at small scale. ``forward(x)`` -> logits; ``both(x)`` -> (c, logits).
     """
 
     def __init__(
@@ -48,7 +50,8 @@ class ViewNet(nn.Module):
         hidden: int = 128,
         num_layers: int = 2,
         dropout: float = 0.5,
-        backbone: Literal["mlp", "cnn"] = "mlp",
+        backbone: Literal["mlp", "cnn", "vit"] = "mlp",
+        patch_size: int = 4,
     ) -> None:
         init_args = init_args_from(locals())
         super().__init__()
@@ -70,8 +73,14 @@ class ViewNet(nn.Module):
             for a, b in zip(widths[:-1], widths[1:]):
                 layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
             self.backbone = nn.Sequential(*layers)
+        elif backbone == "vit":
+            if len(in_shape) not in (3, 4):
+                raise ValueError(
+                    f"a vit backbone needs (C, H, W) or (T, C, H, W) inputs; got in_shape {list(in_shape)}"
+                )
+            self.backbone = FrameViT(tuple(in_shape[-3:]), hidden, num_layers, patch_size, dropout)
         else:
-            raise ValueError(f"unknown backbone {backbone!r}; expected mlp or cnn")
+            raise ValueError(f"unknown backbone {backbone!r}; expected mlp, cnn or vit")
         self.head = nn.Linear(hidden, num_classes)
         self.feature_dim = hidden
 
@@ -81,6 +90,27 @@ class ViewNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.both(x)[1]
+
+
+class FrameViT(nn.Module):
+    """A timm ViT on every frame of [B, T, C, H, W] (or on [B, C, H, W]), CLS tokens averaged over time."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], width: int, depth: int, patch_size: int, dropout: float):
+        super().__init__()
+        from timm.models.vision_transformer import VisionTransformer
+
+        c, h, w = frame_shape
+        padded = (-(-h // patch_size) * patch_size, -(-w // patch_size) * patch_size)  # frames are padded to patches
+        self.vit = VisionTransformer(
+            img_size=padded, patch_size=patch_size, in_chans=c, num_classes=0, embed_dim=width, depth=depth,
+            num_heads=max(1, width // 64), drop_rate=dropout,
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = x.flatten(0, 1) if x.ndim == 5 else x
+        (ph, pw), (h, w) = self.vit.patch_embed.img_size, frames.shape[-2:]
+        feats = self.vit(F.pad(frames, (0, pw - w, 0, ph - h)))
+        return feats.view(x.shape[0], -1, feats.shape[-1]).mean(1)
 
 
 def gradient_conflict_rate(params: Sequence[Tensor], losses: Sequence[Tensor]) -> Tensor | None:

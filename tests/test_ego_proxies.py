@@ -86,3 +86,22 @@ def test_gradient_conflict_rate_counts_opposing_sources():
     mixed = [*agree, (p * torch.tensor([-1.0, 0.0])).sum()]  # opposes both: 2 of 3 pairs conflict
     assert gradient_conflict_rate([p], mixed).item() == pytest.approx(2 / 3)
     assert gradient_conflict_rate([p], agree[:1]) is None
+
+
+def test_vit_backbone_reads_images_and_video_clips_and_soups():
+    """The frame-wise ViT: one feature per clip (CLS tokens averaged over frames), usable by the soup."""
+    torch.manual_seed(0)
+    video = ViewNet((4, 3, 16, 15), num_classes=5, hidden=32, num_layers=1, backbone="vit").eval()
+    clip = torch.rand(2, 4, 3, 16, 15)
+    c, logits = video.both(clip)
+    assert c.shape == (2, 32) and logits.shape == (2, 5)
+    # a clip of one repeated frame gives that frame's feature
+    frame = clip[:, :1].expand(-1, 4, -1, -1, -1)
+    torch.testing.assert_close(video.both(frame)[0], video.both(clip[:, 0])[0])
+    with pytest.raises(ValueError, match="vit backbone"):
+        ViewNet((240,), num_classes=5, backbone="vit")
+    other = ViewNet((4, 3, 16, 15), num_classes=5, hidden=32, num_layers=1, backbone="vit").eval()
+    soup, weights = learned_soup([video, other], loader=[], epochs=0)
+    head = (video.head.weight + other.head.weight) / 2
+    torch.testing.assert_close(soup.head.weight, head)
+    assert weights.tolist() == [0.5, 0.5]
