@@ -89,7 +89,9 @@ def main() -> None:
                 ax.plot(i, row["top_mean"], marker="_", color="crimson", markersize=16, mew=2)
         ax.set_xticks(range(len(items)), labels, rotation=30, ha="right")
         title = spec.get("title") or entry.raw.get("data", {}).get("name", "")
-        ax.set_title(" ".join(f"{title} {group}".split()) + f", n={items[0]['n']} seeds")
+        ns = sorted({r["n"] for r in items})
+        seeds = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+        ax.set_title(" ".join(f"{title} {group}".split()) + f", {seeds} seeds")
         low = min(m - s for m, s in zip(means, stds))
         high = max(m + s for m, s in zip(means, stds))
         ax.set_ylim(max(0.0, low - 8), max(100.0, high + 6))
