@@ -13,13 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import sync, trainer_step_seconds  # noqa: E402
 from modules.core import DistillModule, Teacher, kd_kl  # noqa: E402
 
 
@@ -35,24 +35,6 @@ class KD(DistillModule):
         x, y = batch
         logits = self.student(x)
         return {"ce": F.cross_entropy(logits, y), "kd": kd_kl(logits, self.teacher(x), temperature=4.0)}
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-class StepTimer(L.Callback):
-    def __init__(self, device: str) -> None:
-        self.device, self.times = device, []
-
-    def on_train_batch_start(self, *args) -> None:
-        sync(self.device)
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, *args) -> None:
-        sync(self.device)
-        self.times.append(time.perf_counter() - self.start)
 
 
 def main() -> None:
@@ -88,23 +70,10 @@ def main() -> None:
 
     # The same step through DistillModule in a Lightning Trainer (logging included).
     module = KD(student=student, teacher=teacher, optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
-    timer = StepTimer(args.device)
-    trainer = L.Trainer(
-        accelerator="gpu" if args.device == "cuda" else "cpu",
-        devices=1,
-        max_steps=args.steps + 5,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[timer],
-    )
     batches = torch.utils.data.DataLoader([(x.cpu(), y.cpu())] * (args.steps + 5), batch_size=None)
-    trainer.fit(module, train_dataloaders=batches)
+    ours = trainer_step_seconds(module, batches, args.steps, args.device)
 
     ref = statistics.median(plain[5:])
-    ours = statistics.median(timer.times[5:])
     print(f"device {args.device}, batch {args.batch}, student hidden {args.hidden}, {args.steps} timed steps (median)")
     print(f"{'plain step + teacher forward':32s} {1000 * ref:8.2f} ms")
     print(f"{'DistillModule step (Trainer)':32s} {1000 * ours:8.2f} ms")

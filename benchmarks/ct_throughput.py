@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import time_call  # noqa: E402
+from benchmarks.timing import time_call, trainer_step_seconds  # noqa: E402
 from datamodules.ct import hu_to_mu, simulate  # noqa: E402
 from datamodules.synthetic.phantoms import random_ellipse_phantoms  # noqa: E402
 from modules.sparse_ct import GloReDi, Reconstructor  # noqa: E402
@@ -25,27 +25,12 @@ from modules.sparse_ct import GloReDi, Reconstructor  # noqa: E402
 def measure(size: int, args: argparse.Namespace) -> tuple[int, float, float, float]:
     """Seconds per slice: one training iteration, one inference, one simulation."""
     net = Reconstructor(ngf=args.ngf, e_blocks=args.e_blocks, d_blocks=args.d_blocks)
-    module = GloReDi(net, scl_memory=args.batch, finetune_epochs=0).to(args.device)
-    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=5e-4)
-    x = {k: torch.rand(args.batch, 1, size, size, device=args.device) * 0.3 for k in ("sparse", "teacher", "full")}
-
-    def train_step() -> None:  # the two optimiser steps of GloReDi.training_step, outside a Trainer
-        module._update_teacher_decoder()
-        t = module.teacher_decoder(module.teacher_encoder(x["teacher"]))
-        opt.zero_grad()
-        torch.nn.functional.smooth_l1_loss(t, x["full"]).backward()
-        opt.step()
-        with torch.no_grad():
-            r_t = module.teacher_encoder(x["teacher"])
-        out, r_s = module.student.both(x["sparse"])
-        terms = module.latent_terms(r_s, r_t)
-        loss = torch.nn.functional.smooth_l1_loss(out, x["full"]) + 0.002 * terms["dir"] + 1e-6 * terms["scl"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    module.train()
-    train = time_call(train_step, args.device, args.repeats) / args.batch
+    module = GloReDi(net, scl_memory=args.batch, finetune_epochs=0)
+    x = {k: torch.rand(args.batch, 1, size, size) * 0.3 for k in ("sparse", "teacher", "full")}
+    batches = torch.utils.data.DataLoader([x] * (args.repeats + 1), batch_size=None)
+    # GloReDi.training_step in a Trainer: the teacher step, then the student step with both distillation terms
+    train = trainer_step_seconds(module, batches, args.repeats, args.device, warmup=1) / args.batch
+    x = {k: v.to(args.device) for k, v in x.items()}
     module.eval()
     with torch.no_grad():
         infer = time_call(lambda: module.student(x["sparse"]), args.device, args.repeats) / args.batch

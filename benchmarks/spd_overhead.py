@@ -11,10 +11,8 @@ and K proxies. Teacher features and proxies are random: the cost does not depend
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import lightning as L
@@ -22,39 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import time_call  # noqa: E402
+from benchmarks.timing import time_call, trainer_step_seconds  # noqa: E402
 from datamodules.multiview import MultiViewDataModule, write_teacher_features  # noqa: E402
 from modules.ego_proxies import SPD, FeatureDistill, ViewNet, export_proxy_outputs  # noqa: E402
-
-
-class StepTimer(L.Callback):
-    """Wall time of every training batch (forward, backward, optimiser step), CUDA-synchronised."""
-
-    def __init__(self, device: str) -> None:
-        self.device, self.times = device, []
-
-    def _sync(self) -> None:
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-
-    def on_train_batch_start(self, *args) -> None:
-        self._sync()
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, *args) -> None:
-        self._sync()
-        self.times.append(time.perf_counter() - self.start)
-
-
-def step_seconds(module: L.LightningModule, dm: MultiViewDataModule, steps: int, device: str) -> float:
-    """Median training-step time after 5 warm-up steps."""
-    timer = StepTimer(device)
-    trainer = L.Trainer(
-        accelerator=device, devices=1, max_steps=steps + 5, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-    )  # fmt: skip
-    trainer.fit(module, datamodule=dm)
-    return statistics.median(timer.times[5:])
 
 
 def main() -> None:
@@ -91,9 +59,11 @@ def main() -> None:
         export = time_call(
             lambda: export_proxy_outputs(proxies, batches, f"{tmp}/proxy_outputs.safetensors"), args.device, 3
         )
-        ce = step_seconds(FeatureDistill(student()), dm, args.steps, args.device)
-        naive = step_seconds(FeatureDistill(student(), teachers=dict.fromkeys(names, 128)), dm, args.steps, args.device)
-        spd = step_seconds(SPD(f"{tmp}/proxy_outputs.safetensors", student()), dm, args.steps, args.device)
+        ce = trainer_step_seconds(FeatureDistill(student()), dm, args.steps, args.device)
+        naive = trainer_step_seconds(
+            FeatureDistill(student(), teachers=dict.fromkeys(names, 128)), dm, args.steps, args.device
+        )
+        spd = trainer_step_seconds(SPD(f"{tmp}/proxy_outputs.safetensors", student()), dm, args.steps, args.device)
 
     epoch = ce * len(loader)
     print(f"UNIEGO training cost on {dm.dataset} ({n} samples, batch {args.batch}, K={args.teachers}, {args.device})")
