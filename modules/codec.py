@@ -518,7 +518,7 @@ class DistilCodec(DistillModule):
 
     # ----- training ----------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        gen = [p for m in (self.student, self.projectors) for p in m.parameters() if p.requires_grad]
+        gen = [p for m in self.trainable_modules() for p in m.parameters() if p.requires_grad]
         opts = [self.optimizer(gen), self.optimizer(self.discriminator.parameters())]
         if self.lr_scheduler is None:
             return opts

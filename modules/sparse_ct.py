@@ -352,12 +352,9 @@ class GloReDi(DistillModule):
         )
 
     # ----- training --------------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        modules = [self.student] + ([self.teacher_encoder] if self.distill != "none" else [])
-        optimizer = self.optimizer([p for m in modules for p in m.parameters() if p.requires_grad])
-        if self.lr_scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler(optimizer)}
+    def trainable_modules(self) -> tuple[nn.Module, ...]:
+        # one optimiser over E1, D and E2 (the official chain); D2 follows D and is not optimised
+        return (*super().trainable_modules(), *([self.teacher_encoder] if self.distill != "none" else []))
 
     @property
     def finetuning(self) -> bool:

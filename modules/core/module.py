@@ -112,8 +112,13 @@ class DistillModule(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
+    def trainable_modules(self) -> tuple[nn.Module, ...]:
+        """What the optimiser trains: the student and the projectors (a method that trains more, such as a
+        teacher learnt jointly with the student, adds it here)."""
+        return self.student, self.projectors
+
     def configure_optimizers(self) -> Any:
-        params = [p for m in (self.student, self.projectors) for p in m.parameters() if p.requires_grad]
+        params = [p for m in self.trainable_modules() for p in m.parameters() if p.requires_grad]
         optimizer = self.optimizer(params)
         if self.lr_scheduler is None:
             return optimizer
