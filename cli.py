@@ -30,6 +30,7 @@ class DistillCLI(LightningCLI):
 
     test_metrics: dict[str, float]
     best_val: float | None  # the monitored validation score of the tested checkpoint
+    best_ckpt: str | None  # the tested checkpoint's path
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument(
@@ -40,7 +41,7 @@ class DistillCLI(LightningCLI):
         )
 
     def after_fit(self) -> None:
-        self.test_metrics = {}
+        self.test_metrics, self.best_ckpt = {}, None
         if not self.config[self.subcommand].get("test_after_fit"):
             return
         best = next((c.best_model_path for c in self.trainer.checkpoint_callbacks if c.best_model_path), None)
@@ -54,6 +55,7 @@ class DistillCLI(LightningCLI):
             )
         scores = [c.best_model_score for c in self.trainer.checkpoint_callbacks if c.best_model_score is not None]
         self.best_val = float(scores[0]) if scores else None
+        self.best_ckpt = best
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
         self.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 
@@ -99,6 +101,7 @@ def zoo_main(argv: list[str]) -> int:
     ev.add_argument("--seeds", type=int, default=3)
     ev.add_argument("--arms", nargs="+", help="only these arms (by name); other rows are kept")
     ev.add_argument("--jobs", type=int, default=1, help="fits run at once, in spawned processes (default 1)")
+    ev.add_argument("--keep", type=Path, help="copy each arm's seed-0 best checkpoint here, as <arm slug>.ckpt")
     opts = parser.parse_args(argv)
 
     if opts.command == "list":
@@ -125,7 +128,7 @@ def zoo_main(argv: list[str]) -> int:
     elif opts.command == "cards":
         print(f"wrote {cards.write(opts.output)}")
     elif opts.command == "evidence":
-        evidence.run(opts.name, opts.seeds, opts.arms, opts.jobs)
+        evidence.run(opts.name, opts.seeds, opts.arms, opts.jobs, opts.keep)
     return 0
 
 

@@ -202,7 +202,7 @@ def test_dataset_entry_round_trips_as_a_pyg_dataset(scratch_zoo):
 
 def test_evidence_in_parallel_processes_summarises_every_metric(scratch_zoo, tmp_path):
     """``zoo evidence --jobs 2``: fits run in spawned processes; the headline and extra metrics get rows,
-    and an extra metric the arm never logs is left out of its row."""
+    and an extra metric the arm never logs is left out of its row; ``keep`` keeps seed 0's checkpoint."""
     import yaml
 
     from zoo import evidence
@@ -221,8 +221,10 @@ def test_evidence_in_parallel_processes_summarises_every_metric(scratch_zoo, tmp
     }
     raw.pop("results", None)
     registry.write_entry(raw, registry.entries_dir())
-    results = evidence.run("gcn-csbm", seeds=2, jobs=2)
+    results = evidence.run("gcn-csbm", seeds=2, jobs=2, keep=tmp_path / "kept")
     (row,) = results["rows"]
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["tiny-mlp-no-teacher.ckpt"]
+    assert export.student_tensors(torch.load(tmp_path / "kept/tiny-mlp-no-teacher.ckpt", weights_only=True))
     assert row["n"] == 2 and len(row["values"]) == 2 and 0 <= row["mean"] <= 1
     assert set(row["metrics"]) == {"test/loss"} and row["metrics"]["test/loss"]["n"] == 2
     assert results["command"].endswith("--seeds 2 --jobs 2")

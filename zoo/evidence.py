@@ -8,10 +8,13 @@ test metric of the best-validation checkpoint is collected. Rows are written by 
 from __future__ import annotations
 
 import platform
+import re
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,8 +22,14 @@ import torch
 from zoo import registry
 
 
-def fit_and_test(arm: dict[str, Any], seed: int) -> tuple[dict[str, float], float | None]:
-    """Every test metric of one arm x seed, and the validation score that selected its checkpoint."""
+def arm_slug(arm: dict[str, Any]) -> str:
+    """A file name for an arm: its name in lower case, runs of other characters as one '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", arm["arm"].lower()).strip("-")
+
+
+def fit_and_test(arm: dict[str, Any], seed: int, keep: Path | None = None) -> tuple[dict[str, float], float | None]:
+    """Every test metric of one arm x seed, and the validation score that selected its checkpoint;
+    with ``keep``, seed 0's tested checkpoint is copied to ``keep/<arm slug>.ckpt`` (for export or figures)."""
     import cli  # the CLI imports the zoo; import it late to keep the zoo importable on its own
 
     with tempfile.TemporaryDirectory(prefix="distillzoo-evidence-") as workdir:
@@ -34,6 +43,9 @@ def fit_and_test(arm: dict[str, Any], seed: int) -> tuple[dict[str, float], floa
             f"--trainer.default_root_dir={workdir}",
         ]
         result = cli.main(args)
+        if keep is not None and seed == 0 and result.best_ckpt:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(result.best_ckpt, keep / f"{arm_slug(arm)}.ckpt")
     return {k: float(v) for k, v in result.test_metrics.items()}, result.best_val
 
 
@@ -49,9 +61,9 @@ def _pick(tests: dict[str, float], metric: str, arm: dict[str, Any]) -> float:
     return tests[metric]
 
 
-def _timed(arm: dict[str, Any], seed: int) -> tuple[dict[str, float], float | None, float]:
+def _timed(arm: dict[str, Any], seed: int, keep: Path | None = None) -> tuple[dict[str, float], float | None, float]:
     tic = time.perf_counter()
-    tests, best_val = fit_and_test(arm, seed)
+    tests, best_val = fit_and_test(arm, seed, keep)
     return tests, best_val, time.perf_counter() - tic
 
 
@@ -71,13 +83,15 @@ def summarise(values: list[float], scale: float, val: list[float | None] | None 
     return row
 
 
-def run(name: str, seeds: int, only: list[str] | None = None, jobs: int = 1) -> dict[str, Any]:
+def run(
+    name: str, seeds: int, only: list[str] | None = None, jobs: int = 1, keep: Path | None = None
+) -> dict[str, Any]:
     """Run the arms of entry ``name`` (all, or those named in ``only``) and update its results.
 
     ``metric`` names the headline test metric; ``metrics`` (optional) lists more, each summarised in
     the row's ``metrics`` mapping when every run of the arm logged it. ``jobs`` > 1 runs arm x seed fits
     in that many spawned processes (one GPU holds several small runs at once); the rows are the same as
-    with ``jobs=1``.
+    with ``jobs=1``. ``keep`` keeps each arm's seed-0 checkpoint (see :func:`fit_and_test`).
     """
     entry = registry.get(name)
     spec = entry.raw.get("evidence")
@@ -98,9 +112,9 @@ def run(name: str, seeds: int, only: list[str] | None = None, jobs: int = 1) -> 
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            outcomes = list(pool.map(_timed, *zip(*runs)))
+            outcomes = list(pool.map(_timed, *zip(*runs), [keep] * len(runs)))
     else:
-        outcomes = [_timed(arm, seed) for arm, seed in runs]
+        outcomes = [_timed(arm, seed, keep) for arm, seed in runs]
     for (arm, seed), (tests, best_val, _) in zip(runs, outcomes):
         test = _pick(tests, metric, arm)
         print(f"[evidence] {name} | {arm['arm']} | seed {seed}: {metric} = {test:.4f} (val {best_val})", flush=True)

@@ -1,0 +1,96 @@
+"""Figure for the GloReDi card: held-out slices as the 18-view FBP input, the student trained without the
+teacher, the GloReDi student, and the 180-view reference, each with its error map against the reference.
+
+    python scripts/plot_gloredi.py --baseline runs/publish/gloredi-student-alone/checkpoints/best.ckpt
+                                   [--entry gloredi-phantoms-18v] [--slices 0 1 2]
+
+``--baseline`` is a checkpoint of the entry's recipe fitted with ``--model.init_args.distill=none``. The
+data are rebuilt from the entry's recipe configs (same phantoms, same split). PSNR / SSIM in the titles
+use the official HU window, as the test metrics do. Writes docs/figures/<entry>-slices.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import zoo  # noqa: E402
+from datamodules.ct import CTDataModule, hu_window, mu_to_hu  # noqa: E402
+from zoo.export import student_tensors  # noqa: E402
+
+
+def data_args(configs: list[str]) -> dict:
+    """``data.init_args`` of the entry's recipe, later configs overriding earlier ones (as the CLI does)."""
+    merged: dict = {}
+    for config in configs:
+        merged.update((yaml.safe_load((ROOT / config).read_text()).get("data") or {}).get("init_args") or {})
+    return merged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entry", default="gloredi-phantoms-18v")
+    parser.add_argument("--baseline", required=True, help="Lightning checkpoint of the student trained alone")
+    parser.add_argument("--slices", type=int, nargs="+", default=[0, 1, 2], help="indices into the test split")
+    args = parser.parse_args()
+
+    entry = zoo.get(args.entry)
+    gloredi = zoo.load(args.entry).eval()
+    alone = copy.deepcopy(gloredi)
+    alone.load_state_dict(student_tensors(torch.load(args.baseline, map_location="cpu", weights_only=True)))
+    distilled_arm = next(a for a in entry.raw["evidence"]["arms"] if a["arm"].endswith("(GloReDi)"))
+    dm = CTDataModule(**data_args(distilled_arm["config"]))
+    dm.setup()
+    test = dm.test_dataloader().dataset
+    batch = torch.utils.data.default_collate([test[i] for i in args.slices])
+
+    with torch.no_grad():
+        columns = [
+            (f"FBP, {dm.views} views (input)", batch["sparse"]),
+            ("student alone", alone(batch["sparse"])),
+            ("GloReDi student", gloredi(batch["sparse"])),
+            (f"reference: FBP, {dm.full_views} views", batch["full"]),
+        ]
+    ref = hu_window(batch["full"])
+    fig, axes = plt.subplots(2 * len(args.slices), len(columns), figsize=(2.4 * len(columns), 4.8 * len(args.slices)))
+    for r in range(len(args.slices)):
+        for c, (title, image) in enumerate(columns):
+            shown = hu_window(image[r : r + 1])
+            ax, err_ax = axes[2 * r, c], axes[2 * r + 1, c]
+            ax.imshow(shown[0, 0], cmap="gray", vmin=0, vmax=1)
+            if c < len(columns) - 1:
+                psnr = peak_signal_noise_ratio(shown, ref[r : r + 1], data_range=1.0).item()
+                ssim = structural_similarity_index_measure(shown, ref[r : r + 1], data_range=1.0).item()
+                ax.set_title(f"{title}\n{psnr:.2f} dB, SSIM {ssim:.3f}", fontsize=8)
+                error = (mu_to_hu(image[r, 0]) - mu_to_hu(batch["full"][r, 0])).abs()
+                err_ax.imshow(error, cmap="inferno", vmin=0, vmax=300)
+                err_ax.set_title("|error| HU (0-300)", fontsize=8)
+            else:
+                ax.set_title(title, fontsize=8)
+                err_ax.set_visible(False)
+            for a in (ax, err_ax):
+                a.set_xticks([])
+                a.set_yticks([])
+    fig.suptitle(f"{args.entry}: held-out phantoms (simulated, window [-1000, 2000] HU)", fontsize=10)
+    fig.tight_layout()
+    out = ROOT / "docs" / "figures" / f"{args.entry}-slices.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
