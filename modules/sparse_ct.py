@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from datamodules.ct import hu_window
-from modules.core import DistillModule
+from modules.core import DistillModule, init_args_from
 
 
 # ----- fast Fourier convolution (LaMa / FFC) --------------------------------------------------------------
@@ -187,6 +187,7 @@ class Reconstructor(nn.Module):
     def __init__(self, ngf: int = 64, n_downsampling: int = 2, e_blocks: int = 7, d_blocks: int = 2,
                  ratio: float = 0.75, in_channels: int = 1) -> None:  # fmt: skip
         super().__init__()
+        self.init_args = init_args_from(locals())  # the zoo rebuilds the network from these
         self.stride = 2**n_downsampling
         self.encoder = FFCEncoder(in_channels, ngf, n_downsampling, e_blocks, ratio)
         self.decoder = FFCDecoder(in_channels, ngf, n_downsampling, d_blocks, ratio)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -59,6 +60,7 @@ def main() -> None:
         if match and row["arm"] in ours:
             reference[row["arm"]] = float(match.group(1))
     spec = entry.raw.get("evidence") or {}
+    percent = float(spec.get("scale", 1)) == 100  # accuracies and AUCs in %: a 0-100 axis; else fit the data
     roles = {a["arm"]: a.get("role") for a in spec.get("arms", [])}
 
     groups: dict[str, list[dict]] = {}
@@ -79,9 +81,14 @@ def main() -> None:
             capsize=4,
             color=[bar_color(lab, roles.get(r["arm"])) for lab, r in zip(labels, items)],
         )
+        low = min([m - s for m, s in zip(means, stds)] + [reference[r["arm"]] for r in items if r["arm"] in reference])
+        high = max([m + s for m, s in zip(means, stds)] + [reference[r["arm"]] for r in items if r["arm"] in reference])
+        pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
+        bottom, ceiling = (max(0.0, low - 8), max(100.0, high + 6)) if percent else (low - 3 * pad, high + 2 * pad)
+        digits = 1 if percent else max(2, 2 - int(f"{high - low:e}".split("e")[1]))
         for i, row in enumerate(items):
-            top = max(row["mean"] + row["std"], reference.get(row["arm"], 0.0))
-            ax.text(i, top + 1.3, f"{row['mean']:.1f}", ha="center", fontsize=8)
+            top = max(row["mean"] + row["std"], reference.get(row["arm"], -float("inf")))
+            ax.text(i, top + 0.02 * (ceiling - bottom), f"{row['mean']:.{digits}f}", ha="center", fontsize=8)
             if row["arm"] in reference:
                 ax.plot(i, reference[row["arm"]], "kD", markersize=5)
             if "top_mean" in row:
@@ -91,12 +98,11 @@ def main() -> None:
         title = spec.get("title") or entry.raw.get("data", {}).get("name", "")
         ns = sorted({r["n"] for r in items})
         seeds = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
-        ax.set_title(" ".join(f"{title} {group}".split()) + f", {seeds} seeds")
-        low = min(m - s for m, s in zip(means, stds))
-        high = max(m + s for m, s in zip(means, stds))
-        ax.set_ylim(max(0.0, low - 8), max(100.0, high + 6))
+        ax.set_title(textwrap.fill(" ".join(f"{title} {group}".split()) + f", {seeds} seeds", 50), fontsize=10)
+        ax.set_ylim(bottom, ceiling)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel(f"{results.get('metric', 'metric')} (%), mean ± std")
+    unit = " (%)" if percent else ""
+    axes[0][0].set_ylabel(f"{results.get('metric', 'metric')}{unit}, mean ± std")
     if reference:
         axes[0][0].plot([], [], "kD", label="official code, same split")
     if has_top:

@@ -144,3 +144,23 @@ def test_student_alone_trains_no_teacher(tmp_path, monkeypatch):
     assert not hasattr(module, "teacher_encoder") and "test/psnr_teacher" not in metrics
     with pytest.raises(ValueError, match="distill must be"):
         GloReDi(Reconstructor(ngf=4, e_blocks=1, d_blocks=1), distill="kl")
+
+
+def test_trained_student_exports_to_the_zoo_and_reloads_identically(tmp_path, monkeypatch):
+    """The checkpoint carries the Reconstructor's spec, so `zoo export` rebuilds it; the zoo copy predicts
+    exactly what the trained student does (and the teacher encoder is not exported)."""
+    from zoo import export, store
+
+    monkeypatch.setenv("DISTILLZOO_CACHE", str(tmp_path / "cache"))
+    module, _, _, _ = _fit(tmp_path)
+    checkpoint: dict = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    spec = checkpoint["distillzoo"]["student_spec"]
+    assert spec["init_args"]["ngf"] == 4 and spec["class_path"] == "modules.sparse_ct.Reconstructor"
+    tensors = export.student_tensors(checkpoint)
+    assert not any(k.startswith("teacher") for k in tensors)
+    net = store.build(spec)
+    net.load_state_dict(tensors)
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x), module.student.eval()(x))
