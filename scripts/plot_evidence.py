@@ -47,12 +47,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("name")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--metric", help="chart this extra metric of the rows instead of the headline one")
     args = parser.parse_args()
     entry = registry.get(args.name)
     results = entry.raw.get("results") or {}
     rows = results.get("rows") or []
     if not rows:
         raise SystemExit(f"{args.name} has no result rows; run python cli.py zoo evidence {args.name} first")
+    if args.metric:
+        missing = [r["arm"] for r in rows if args.metric not in r.get("metrics", {})]
+        if missing:
+            raise SystemExit(f"{args.metric!r} is not in the rows of {missing}")
+        rows = [dict(r, **{k: r["metrics"][args.metric][k] for k in ("mean", "std", "n")}) for r in rows]
+        results = dict(results, metric=args.metric, paper_rows=[])
     ours = {r["arm"] for r in rows}
     reference = {}
     for row in results.get("paper_rows") or []:
@@ -68,7 +75,7 @@ def main() -> None:
         inductive = any(r["arm"].endswith("(ind)") for r in rows)
         group = ("inductive" if row["arm"].endswith("(ind)") else "transductive") if inductive else ""
         groups.setdefault(group, []).append(row)
-    width = max(5.2, 1.0 * max(len(items) for items in groups.values()))
+    width = max(5.2, 1.5 * max(len(items) for items in groups.values()))
     fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 4.6), sharey=True, squeeze=False)
     has_top = False
     for ax, (group, items) in zip(axes[0], groups.items()):
@@ -85,7 +92,7 @@ def main() -> None:
         high = max([m + s for m, s in zip(means, stds)] + [reference[r["arm"]] for r in items if r["arm"] in reference])
         pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
         bottom, ceiling = (max(0.0, low - 8), max(100.0, high + 6)) if percent else (low - 3 * pad, high + 2 * pad)
-        digits = 1 if percent else max(2, 2 - int(f"{high - low:e}".split("e")[1]))
+        digits = 1 if percent else max(2, -int(f"{high - low:e}".split("e")[1]))
         for i, row in enumerate(items):
             top = max(row["mean"] + row["std"], reference.get(row["arm"], -float("inf")))
             ax.text(i, top + 0.02 * (ceiling - bottom), f"{row['mean']:.{digits}f}", ha="center", fontsize=8)
@@ -94,7 +101,7 @@ def main() -> None:
             if "top_mean" in row:
                 has_top = True
                 ax.plot(i, row["top_mean"], marker="_", color="crimson", markersize=16, mew=2)
-        ax.set_xticks(range(len(items)), labels, rotation=30, ha="right")
+        ax.set_xticks(range(len(items)), [textwrap.fill(lab, 18) for lab in labels], fontsize=8)
         title = spec.get("title") or entry.raw.get("data", {}).get("name", "")
         ns = sorted({r["n"] for r in items})
         seeds = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
@@ -113,7 +120,8 @@ def main() -> None:
     if reference or has_top:
         axes[0][0].legend(loc="lower left", fontsize=8, framealpha=0.9)
     fig.tight_layout()
-    out = args.out or ROOT / "docs" / "figures" / f"{args.name}-evidence.png"
+    suffix = args.metric.split("/")[-1].replace("_", "-") if args.metric else "evidence"
+    out = args.out or ROOT / "docs" / "figures" / f"{args.name}-{suffix}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     print(f"wrote {out}")
