@@ -60,7 +60,9 @@ class DistillCLI(LightningCLI):
         self.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 
 
-def lightning_main(args: list[str]) -> DistillCLI:
+def lightning_main(args: list[str], run: bool = True) -> DistillCLI:
+    """``run=False``: no subcommand, just build the model, datamodule and trainer that ``args`` (configs and
+    overrides) describe, composed exactly as ``fit`` would (how scripts rebuild an evidence arm's data)."""
     # main(args) is the in-process entry point; Lightning warns whenever sys.argv is non-empty too.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
     return DistillCLI(
@@ -76,6 +78,7 @@ def lightning_main(args: list[str]) -> DistillCLI:
             "precision": "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true",
         },
         args=args,
+        run=run,
     )
 
 

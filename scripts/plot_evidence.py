@@ -88,8 +88,9 @@ def main() -> None:
             capsize=4,
             color=[bar_color(lab, roles.get(r["arm"])) for lab, r in zip(labels, items)],
         )
-        low = min([m - s for m, s in zip(means, stds)] + [reference[r["arm"]] for r in items if r["arm"] in reference])
-        high = max([m + s for m, s in zip(means, stds)] + [reference[r["arm"]] for r in items if r["arm"] in reference])
+        marks = [reference[r["arm"]] for r in items if r["arm"] in reference]
+        low = min([m - s for m, s in zip(means, stds)] + marks)
+        high = max([m + s for m, s in zip(means, stds)] + marks)
         pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
         bottom, ceiling = (max(0.0, low - 8), max(100.0, high + 6)) if percent else (low - 3 * pad, high + 2 * pad)
         digits = 1 if percent else max(2, -int(f"{high - low:e}".split("e")[1]))

@@ -5,8 +5,8 @@ teacher, the GloReDi student, and the 180-view reference, each with its error ma
                                    [--entry gloredi-phantoms-18v] [--slices 0 1 2]
 
 ``--baseline`` is a checkpoint of the entry's recipe fitted with ``--model.init_args.distill=none``. The
-data are rebuilt from the entry's recipe configs (same phantoms, same split). PSNR / SSIM in the titles
-use the official HU window, as the test metrics do. Writes docs/figures/<entry>-slices.png.
+data are rebuilt by the CLI from the GloReDi arm's configs and overrides (same phantoms, same split).
+PSNR / SSIM in the titles use the official HU window, as the test metrics do. Writes docs/figures/<entry>-slices.png.
 """
 
 from __future__ import annotations
@@ -21,23 +21,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import cli  # noqa: E402
 import zoo  # noqa: E402
-from datamodules.ct import CTDataModule, hu_window, mu_to_hu  # noqa: E402
+from datamodules.ct import hu_window, mu_to_hu  # noqa: E402
 from zoo.export import student_tensors  # noqa: E402
-
-
-def data_args(configs: list[str]) -> dict:
-    """``data.init_args`` of the entry's recipe, later configs overriding earlier ones (as the CLI does)."""
-    merged: dict = {}
-    for config in configs:
-        merged.update((yaml.safe_load((ROOT / config).read_text()).get("data") or {}).get("init_args") or {})
-    return merged
 
 
 def main() -> None:
@@ -52,7 +44,8 @@ def main() -> None:
     alone = copy.deepcopy(gloredi)
     alone.load_state_dict(student_tensors(torch.load(args.baseline, map_location="cpu", weights_only=True)))
     distilled_arm = next(a for a in entry.raw["evidence"]["arms"] if a["arm"].endswith("(GloReDi)"))
-    dm = CTDataModule(**data_args(distilled_arm["config"]))
+    configs = [f"--config={c}" for c in distilled_arm["config"]]
+    dm = cli.lightning_main([*configs, *distilled_arm.get("args", [])], run=False).datamodule
     dm.setup()
     test = dm.test_dataloader().dataset
     batch = torch.utils.data.default_collate([test[i] for i in args.slices])

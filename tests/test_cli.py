@@ -42,6 +42,19 @@ def test_fit_saves_config_and_logs_csv(tmp_path):
     assert {"train/ce", "train/lfd", "train/hfd", "val/acc"} <= set(header.split(","))
 
 
+def test_build_without_running_composes_configs_and_overrides_like_fit():
+    """``lightning_main(args, run=False)``: the later config and the override win, and nothing is trained."""
+    from modules.sparse_ct import GloReDi
+
+    built = cli.lightning_main(
+        ["--config=recipes/gloredi/gloredi.yaml", "--config=recipes/gloredi/cpu.yaml", "--data.init_args.views=12"],
+        run=False,
+    )
+    assert isinstance(built.model, GloReDi) and built.model.student.init_args["ngf"] == 16  # from cpu.yaml
+    assert built.datamodule.num_phantoms == 1000 and built.datamodule.views == 12
+    assert built.trainer.max_epochs == 20 and built.trainer.global_step == 0
+
+
 def test_unknown_recipe_key_is_refused(tmp_path, capsys):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("model:\n  class_path: modules.graph_mlp.FFG2M\n  init_args:\n    mode: ce\n    lambda_: 0.3\n")
