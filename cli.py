@@ -8,7 +8,9 @@ plus ``zoo list | show | verify | export | cards | evidence``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,27 @@ def lightning_main(args: list[str], run: bool = True) -> DistillCLI:
     )
 
 
+def evidence_fit(arm: dict[str, Any], seed: int, keep: Path | None = None) -> tuple[dict[str, float], float | None]:
+    """One evidence run: ``fit --test_after_fit`` of an arm's configs and overrides at ``seed``; every test
+    metric and the validation score that selected the tested checkpoint. With ``keep``, seed 0's tested
+    checkpoint is copied to ``keep/<arm slug>.ckpt`` (for export or figures)."""
+    with tempfile.TemporaryDirectory(prefix="distillzoo-evidence-") as workdir:
+        args = ["fit", *(f"--config={c}" for c in arm["config"]), *arm.get("args", [])]
+        args += [
+            f"--seed_everything={seed}",
+            "--test_after_fit=true",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            f"--trainer.default_root_dir={workdir}",
+        ]
+        result = lightning_main(args)
+        if keep is not None and seed == 0 and result.best_ckpt:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(result.best_ckpt, keep / f"{evidence.arm_slug(arm)}.ckpt")
+    return {k: float(v) for k, v in result.test_metrics.items()}, result.best_val
+
+
 def zoo_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="distillzoo zoo", description="the distillzoo model zoo")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,7 +154,9 @@ def zoo_main(argv: list[str]) -> int:
     elif opts.command == "cards":
         print(f"wrote {cards.write(opts.output)}")
     elif opts.command == "evidence":
-        evidence.run(opts.name, opts.seeds, opts.arms, opts.jobs, opts.keep)
+        command = f"python cli.py zoo evidence {opts.name} --seeds {opts.seeds}"
+        command += f" --jobs {opts.jobs}" if opts.jobs > 1 else ""
+        evidence.run(opts.name, opts.seeds, evidence_fit, opts.arms, opts.jobs, opts.keep, command)
     return 0
 
 

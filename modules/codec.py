@@ -79,14 +79,23 @@ class ChannelNorm(nn.LayerNorm):
 
 
 class ConvNeXtEncoder(nn.Module):
-    """Stages of ConvNeXt blocks at one time resolution; 1x1 convs change the width between stages."""
+    """Stages of ConvNeXt blocks at one time resolution; 1x1 convs change the width between stages.
+    ``stem_norm`` adds the official LayerNorm after the stem conv (off in the first published entries)."""
 
     def __init__(
-        self, in_channels: int, depths: Sequence[int], dims: Sequence[int], kernel_size: int = 7, drop_path: float = 0.0
+        self,
+        in_channels: int,
+        depths: Sequence[int],
+        dims: Sequence[int],
+        kernel_size: int = 7,
+        drop_path: float = 0.0,
+        stem_norm: bool = False,
     ) -> None:
         super().__init__()
         rates = torch.linspace(0, drop_path, sum(depths)).tolist()
         layers: list[nn.Module] = [nn.Conv1d(in_channels, dims[0], kernel_size, padding=kernel_size // 2)]
+        if stem_norm:  # the official stem: conv then LayerNorm over channels
+            layers.append(ChannelNorm(dims[0]))
         for i, (depth, dim) in enumerate(zip(depths, dims)):
             if i:
                 layers += [ChannelNorm(dims[i - 1]), nn.Conv1d(dims[i - 1], dim, 1)]
@@ -127,7 +136,11 @@ class Quantizer(nn.Module):
         self.codebook_dim = codebook_dim or dim // groups  # per group: the codebook space of the latent term
         self.pre = nn.Sequential(nn.Conv1d(dim, dim, downsample, stride=downsample), ConvNeXtBlock(dim))
         self.post = nn.Sequential(nn.ConvTranspose1d(dim, dim, downsample, stride=downsample), ConvNeXtBlock(dim))
-        common = dict(decay=decay, threshold_ema_dead_code=dead_code_threshold, commitment_weight=1.0)
+        # rotation_trick=False: the official code's plain straight-through estimator (the library's default
+        # since 1.18 is the rotation trick)
+        common = dict(
+            decay=decay, threshold_ema_dead_code=dead_code_threshold, commitment_weight=1.0, rotation_trick=False
+        )
         if groups == residual == 1:
             self.vq = VectorQuantize(dim, codebook_size, codebook_dim=codebook_dim, **common)
         else:
@@ -176,11 +189,17 @@ class Quantizer(nn.Module):
 
 
 # ----- generator -----------------------------------------------------------------------------------
-class ResBlock(nn.Module):
-    """HiFi-GAN ResBlock1: for each dilation, LReLU -> dilated conv -> LReLU -> conv, residual."""
+ACTIVATIONS = {"leaky_relu": lambda x: F.leaky_relu(x, LRELU), "silu": F.silu}
 
-    def __init__(self, channels: int, kernel_size: int, dilations: Sequence[int]) -> None:
+
+class ResBlock(nn.Module):
+    """HiFi-GAN ResBlock1: for each dilation, act -> dilated conv -> act -> conv, residual."""
+
+    def __init__(
+        self, channels: int, kernel_size: int, dilations: Sequence[int], activation: str = "leaky_relu"
+    ) -> None:
         super().__init__()
+        self.act = ACTIVATIONS[activation]
 
         def conv(d: int) -> nn.Module:
             return weight_norm(
@@ -192,13 +211,15 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for c1, c2 in zip(self.convs1, self.convs2):
-            x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU)), LRELU))
+            x = x + c2(self.act(c1(self.act(x))))
         return x
 
 
 class HiFiGANGenerator(nn.Module):
     """HiFi-GAN V1 generator from a latent sequence: pre conv, transposed-conv upsampling with
-    averaged multi-receptive-field ResBlocks, post conv, tanh. Hop = prod(upsample_rates)."""
+    averaged multi-receptive-field ResBlocks, post conv, tanh. Hop = prod(upsample_rates). ``activation``
+    ``silu`` is the official DistilCodec generator's; ``leaky_relu`` (0.1) is HiFi-GAN's and the first
+    published entries'."""
 
     def __init__(
         self,
@@ -210,8 +231,12 @@ class HiFiGANGenerator(nn.Module):
         resblock_dilation_sizes: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
         pre_conv_kernel_size: int = 13,
         post_conv_kernel_size: int = 13,
+        activation: str = "leaky_relu",
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.act, self.leaky_post = ACTIVATIONS[activation], activation == "leaky_relu"
         c = upsample_initial_channel
         self.pre = weight_norm(nn.Conv1d(in_channels, c, pre_conv_kernel_size, padding=pre_conv_kernel_size // 2))
         self.ups, self.blocks = nn.ModuleList(), nn.ModuleList()
@@ -219,7 +244,9 @@ class HiFiGANGenerator(nn.Module):
             cin, cout = c // 2**i, c // 2 ** (i + 1)
             self.ups.append(weight_norm(nn.ConvTranspose1d(cin, cout, k, u, padding=(k - u) // 2)))
             self.blocks.append(
-                nn.ModuleList(ResBlock(cout, rk, rd) for rk, rd in zip(resblock_kernel_sizes, resblock_dilation_sizes))
+                nn.ModuleList(
+                    ResBlock(cout, rk, rd, activation) for rk, rd in zip(resblock_kernel_sizes, resblock_dilation_sizes)
+                )
             )
         cout = c // 2 ** len(upsample_rates)
         self.post = weight_norm(nn.Conv1d(cout, 1, post_conv_kernel_size, padding=post_conv_kernel_size // 2))
@@ -227,9 +254,10 @@ class HiFiGANGenerator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (B, C, frames) -> (B, 1, frames * hop)
         x = self.pre(x)
         for up, blocks in zip(self.ups, self.blocks):
-            x = up(F.leaky_relu(x, LRELU))
+            x = up(self.act(x))
             x = sum(block(x) for block in blocks) / len(blocks)
-        return torch.tanh(self.post(F.leaky_relu(x)))
+        # HiFi-GAN's last activation is leaky_relu at PyTorch's 0.01 slope
+        return torch.tanh(self.post(F.leaky_relu(x) if self.leaky_post else self.act(x)))
 
 
 # ----- the codec -----------------------------------------------------------------------------------
@@ -238,7 +266,9 @@ class Codec(nn.Module):
 
     The defaults are the CPU-scale network of the zoo entries (see MODEL_CARDS.md); the official
     sizes are encoder dims (256, 512, 768, 1024), depths (3, 3, 9, 3), generator 1024 channels,
-    codebook 32,768 x 3584 (student) and 4 groups x 8 residual x 1024 (teacher), at 24 kHz.
+    codebook 32,768 x 3584 (student) and 4 groups x 8 residual x 1024 (teacher), at 24 kHz, with the
+    encoder's stem LayerNorm and a SiLU generator (``stem_norm=True, activation="silu"``, set by the
+    recipes; the defaults are the first published entries', so their stored specs rebuild unchanged).
     """
 
     def __init__(
@@ -260,18 +290,20 @@ class Codec(nn.Module):
         upsample_initial_channel: int = 256,
         resblock_kernel_sizes: Sequence[int] = (3, 7, 11),
         resblock_dilation_sizes: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
+        stem_norm: bool = False,
+        activation: str = "leaky_relu",
     ) -> None:
         super().__init__()
         self.init_args = init_args_from(locals())
         self.sample_rate = sample_rate
         self.hop = math.prod(upsample_rates)
         self.mel = LogMel(sample_rate, n_fft, self.hop, n_mels, f_max=sample_rate / 2)
-        self.encoder = ConvNeXtEncoder(n_mels, encoder_depths, encoder_dims, drop_path=drop_path)
+        self.encoder = ConvNeXtEncoder(n_mels, encoder_depths, encoder_dims, drop_path=drop_path, stem_norm=stem_norm)
         dim = encoder_dims[-1]
         self.quantizer = Quantizer(dim, codebook_size, codebook_dim, groups, residual, 1, decay, dead_code_threshold)
         self.generator = HiFiGANGenerator(
             dim, upsample_rates, upsample_kernel_sizes, upsample_initial_channel, resblock_kernel_sizes,
-            resblock_dilation_sizes,
+            resblock_dilation_sizes, activation=activation,
         )  # fmt: skip
 
     @property
@@ -517,6 +549,11 @@ class DistilCodec(DistillModule):
             getattr(self.student, part).load_state_dict(src)
 
     # ----- training ----------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.device.type == "cpu":
+            # codes no batch hits decay towards zero under EMA; as subnormals they slow a CPU step 3-4x
+            torch.set_flush_denormal(True)
+
     def configure_optimizers(self) -> Any:
         gen = [p for m in self.trainable_modules() for p in m.parameters() if p.requires_grad]
         opts = [self.optimizer(gen), self.optimizer(self.discriminator.parameters())]

@@ -23,7 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo import evidence, registry  # noqa: E402
+import cli  # noqa: E402
+from zoo import registry  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +57,8 @@ def main() -> None:
             tests, vals = [], []
             for seed in range(args.seeds):
                 try:
-                    test, val = evidence.run_arm(spec, seed, "test/auroc")
+                    tests_, val = cli.evidence_fit(spec, seed)
+                    test = tests_["test/auroc"]
                 except ValueError as err:  # a support no class pattern reaches: report it, keep sweeping
                     print(f"[sweep] support {support}: {err}")
                     break

@@ -205,6 +205,7 @@ def test_evidence_in_parallel_processes_summarises_every_metric(scratch_zoo, tmp
     and an extra metric the arm never logs is left out of its row; ``keep`` keeps seed 0's checkpoint."""
     import yaml
 
+    import cli
     from zoo import evidence
 
     raw = yaml.safe_load((registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml").read_text())
@@ -221,11 +222,64 @@ def test_evidence_in_parallel_processes_summarises_every_metric(scratch_zoo, tmp
     }
     raw.pop("results", None)
     registry.write_entry(raw, registry.entries_dir())
-    results = evidence.run("gcn-csbm", seeds=2, jobs=2, keep=tmp_path / "kept")
+    results = evidence.run("gcn-csbm", seeds=2, fit=cli.evidence_fit, jobs=2, keep=tmp_path / "kept")
     (row,) = results["rows"]
     assert [p.name for p in (tmp_path / "kept").iterdir()] == ["tiny-mlp-no-teacher.ckpt"]
     assert export.student_tensors(torch.load(tmp_path / "kept/tiny-mlp-no-teacher.ckpt", weights_only=True))
     assert row["n"] == 2 and len(row["values"]) == 2 and 0 <= row["mean"] <= 1
     assert set(row["metrics"]) == {"test/loss"} and row["metrics"]["test/loss"]["n"] == 2
-    assert results["command"].endswith("--seeds 2 --jobs 2")
+    assert sorted(r["seed"] for r in results["runs"]["tiny MLP, no teacher"]) == [0, 1]
     assert "| test/loss |" in cards.render_entry(registry.get("gcn-csbm").raw)
+
+
+FAKE_CALLS: list[tuple[str, int]] = []
+
+
+def fake_fit(arm, seed, keep=None):
+    """A fit that trains nothing: the distilled arm scores 0.1 above the baseline at every seed, plus noise."""
+    FAKE_CALLS.append((arm["arm"], seed))
+    base = 0.5 + 0.01 * [3, -2, 1, 4][seed]
+    return {"test/acc": base + (0.1 if arm["arm"] == "distilled" else 0.0)}, 0.0
+
+
+def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo):
+    """Finished runs are written into the metafile one by one; a rerun with more seeds runs only the new
+    seeds, a changed arm reruns from scratch, and arms sharing seeds with the baseline get a paired row."""
+    import yaml
+
+    from zoo import evidence
+
+    raw = yaml.safe_load((registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml").read_text())
+    arms = [{"arm": a, "role": r, "config": ["recipes/graph_mlp/tiny.yaml"]} for a, r in
+            (("baseline", "baseline"), ("distilled", "distilled"))]  # fmt: skip
+    raw["evidence"] = {"metric": "test/acc", "scale": 100, "arms": arms}
+    raw.pop("results", None)
+    registry.write_entry(raw, registry.entries_dir())
+    FAKE_CALLS.clear()
+    evidence.run("gcn-csbm", seeds=2, fit=fake_fit)
+    assert FAKE_CALLS == [("baseline", 0), ("baseline", 1), ("distilled", 0), ("distilled", 1)]
+    assert len(registry.get("gcn-csbm").raw["results"]["runs"]["distilled"]) == 2  # on disk, not only returned
+    FAKE_CALLS.clear()
+    results = evidence.run("gcn-csbm", seeds=3, fit=fake_fit)
+    assert FAKE_CALLS == [("baseline", 2), ("distilled", 2)]
+    base, distilled = results["rows"]
+    assert base["seeds"] == [0, 1, 2] and "paired" not in base
+    paired = distilled["paired"]
+    # identical per-seed offsets: the paired difference is exactly 10 points with a zero-width interval,
+    # although the unpaired std of each arm is over 2 points
+    assert paired["against"] == "baseline" and paired["n"] == 3
+    assert paired["mean"] == pytest.approx(10.0) and paired["hi"] - paired["lo"] == pytest.approx(0.0, abs=1e-6)
+    assert base["std"] > 2
+    raw = registry.get("gcn-csbm").raw
+    raw["evidence"]["arms"][1]["args"] = ["--trainer.max_epochs=3"]  # the distilled arm changed
+    registry.write_entry(raw, registry.entries_dir())
+    FAKE_CALLS.clear()
+    evidence.run("gcn-csbm", seeds=3, fit=fake_fit)
+    assert FAKE_CALLS == [("distilled", 0), ("distilled", 1), ("distilled", 2)]
+
+
+def test_paired_difference_interval_matches_a_hand_worked_t_interval():
+    from zoo.evidence import paired_difference
+
+    # diffs 1, 2, 3: mean 2, sample std 1, t(0.975, df 2) = 4.303 -> half width 4.303 / sqrt(3) = 2.484
+    assert paired_difference([1.0, 2.0, 3.0]) == {"mean": 2.0, "lo": -0.484, "hi": 4.484, "n": 3}

@@ -69,7 +69,11 @@ def render_entry(raw: dict[str, Any]) -> str:
         lines.append(
             f"Reproduce: `{results.get('command')}`. Selection: {results.get('selection')}. "
             f"Std is the sample standard deviation over seeds. Hardware: {results.get('hardware')}; "
-            f"wall time {results.get('wall_time_s')} s."
+            + (
+                f"total run time {results['run_time_s']} s."
+                if "run_time_s" in results
+                else f"wall time {results.get('wall_time_s')} s."
+            )
         )
         lines.append("")
     paper_rows = results.get("paper_rows") or []

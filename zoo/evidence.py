@@ -1,19 +1,28 @@
 """``zoo evidence NAME``: run an entry's arms over seeds and write mean ± std rows into its metafile.
 
 An entry's ``evidence`` block lists the arms, each a recipe (one or more YAML configs) plus CLI
-overrides; every arm x seed is one in-process ``cli.py fit --test_after_fit true`` run, and the
-test metric of the best-validation checkpoint is collected. Rows are written by this code only.
+overrides. Every arm x seed is one fit whose test metrics (at the best-validation checkpoint) are
+recorded; the fit itself is the CLI's (``cli.evidence_fit``), handed in by the caller, so the zoo
+never imports the CLI. Rows are written by this code only.
+
+Resumable: each finished run is written into the metafile at once (``results.runs``, with a
+fingerprint of the arm's recipe files and overrides), so a killed or time-limited session loses at
+most the runs in flight, and the next ``zoo evidence`` call skips every run already recorded for an
+unchanged arm. Arms that share seeds also get a paired row: the mean per-seed difference of the
+headline metric to the entry's ``baseline`` arm with a 95% t-interval.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import platform
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,38 +30,27 @@ import torch
 
 from zoo import registry
 
+# fit(arm, seed, keep) -> (test metrics, validation score of the tested checkpoint)
+Fit = Callable[[dict[str, Any], int, Path | None], tuple[dict[str, float], float | None]]
+
+# two-sided 95% Student-t quantiles by degrees of freedom (df > 30: the normal 1.96)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+T95 |= {11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+
 
 def arm_slug(arm: dict[str, Any]) -> str:
     """A file name for an arm: its name in lower case, runs of other characters as one '-'."""
     return re.sub(r"[^a-z0-9]+", "-", arm["arm"].lower()).strip("-")
 
 
-def fit_and_test(arm: dict[str, Any], seed: int, keep: Path | None = None) -> tuple[dict[str, float], float | None]:
-    """Every test metric of one arm x seed, and the validation score that selected its checkpoint;
-    with ``keep``, seed 0's tested checkpoint is copied to ``keep/<arm slug>.ckpt`` (for export or figures)."""
-    import cli  # the CLI imports the zoo; import it late to keep the zoo importable on its own
-
-    with tempfile.TemporaryDirectory(prefix="distillzoo-evidence-") as workdir:
-        args = ["fit", *(f"--config={c}" for c in arm["config"]), *arm.get("args", [])]
-        args += [
-            f"--seed_everything={seed}",
-            "--test_after_fit=true",
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            f"--trainer.default_root_dir={workdir}",
-        ]
-        result = cli.main(args)
-        if keep is not None and seed == 0 and result.best_ckpt:
-            keep.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(result.best_ckpt, keep / f"{arm_slug(arm)}.ckpt")
-    return {k: float(v) for k, v in result.test_metrics.items()}, result.best_val
-
-
-def run_arm(arm: dict[str, Any], seed: int, metric: str) -> tuple[float, float | None]:
-    """Test ``metric`` of one arm x seed, and the validation score that selected its checkpoint."""
-    tests, best_val = fit_and_test(arm, seed)
-    return _pick(tests, metric, arm), best_val
+def fingerprint(arm: dict[str, Any], root: Path = registry.REPO_ROOT) -> str:
+    """sha256 (16 hex) of the arm's configs, overrides and the text of each config file: a recorded run
+    counts for resuming only while this is unchanged."""
+    digest = hashlib.sha256(json.dumps({k: arm.get(k) for k in ("config", "args")}, sort_keys=True).encode())
+    for config in arm["config"]:
+        path = root / config
+        digest.update(path.read_bytes() if path.is_file() else config.encode())
+    return digest.hexdigest()[:16]
 
 
 def _pick(tests: dict[str, float], metric: str, arm: dict[str, Any]) -> float:
@@ -61,9 +59,9 @@ def _pick(tests: dict[str, float], metric: str, arm: dict[str, Any]) -> float:
     return tests[metric]
 
 
-def _timed(arm: dict[str, Any], seed: int, keep: Path | None = None) -> tuple[dict[str, float], float | None, float]:
+def _timed(fit: Fit, arm: dict[str, Any], seed: int, keep: Path | None) -> tuple[dict[str, float], float | None, float]:
     tic = time.perf_counter()
-    tests, best_val = fit_and_test(arm, seed, keep)
+    tests, best_val = fit(arm, seed, keep)
     return tests, best_val, time.perf_counter() - tic
 
 
@@ -83,66 +81,119 @@ def summarise(values: list[float], scale: float, val: list[float | None] | None 
     return row
 
 
+def paired_difference(diffs: list[float]) -> dict[str, float]:
+    """Mean of paired differences with a two-sided 95% Student-t interval (needs two or more pairs)."""
+    n = len(diffs)
+    mean = statistics.fmean(diffs)
+    half = T95.get(n - 1, T95[max(k for k in T95 if k <= n - 1)] if n - 1 <= 30 else 1.96)
+    half *= statistics.stdev(diffs) / math.sqrt(n)
+    return {"mean": round(mean, 3), "lo": round(mean - half, 3), "hi": round(mean + half, 3), "n": n}
+
+
 def run(
-    name: str, seeds: int, only: list[str] | None = None, jobs: int = 1, keep: Path | None = None
+    name: str,
+    seeds: int,
+    fit: Fit,
+    only: list[str] | None = None,
+    jobs: int = 1,
+    keep: Path | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run the arms of entry ``name`` (all, or those named in ``only``) and update its results.
 
     ``metric`` names the headline test metric; ``metrics`` (optional) lists more, each summarised in
     the row's ``metrics`` mapping when every run of the arm logged it. ``jobs`` > 1 runs arm x seed fits
-    in that many spawned processes (one GPU holds several small runs at once); the rows are the same as
-    with ``jobs=1``. ``keep`` keeps each arm's seed-0 checkpoint (see :func:`fit_and_test`).
+    in that many spawned processes (``fit`` must then be a module-level function); the rows are the same
+    as with ``jobs=1``. ``keep`` keeps each arm's seed-0 checkpoint. Runs already recorded for an
+    unchanged arm are not rerun (see the module docstring).
     """
     entry = registry.get(name)
     spec = entry.raw.get("evidence")
     if not spec or not spec.get("arms"):
         raise ValueError(f"zoo entry {name!r} has no evidence.arms to run")
-    metric, scale = spec.get("metric", "test/acc"), float(spec.get("scale", 1.0))
-    extra = [m for m in spec.get("metrics", []) if m != metric]
+    metric = spec.get("metric", "test/acc")
     arms = [a for a in spec["arms"] if only is None or a["arm"] in only]
     if only and len(arms) != len(only):
         unknown = set(only) - {a["arm"] for a in arms}
         raise KeyError(f"unknown arm(s) {sorted(unknown)} for {name!r}; arms: {[a['arm'] for a in spec['arms']]}")
-    results = dict(entry.raw.get("results") or {})
-    rows = {r["arm"]: r for r in results.get("rows", [])}
-    start = time.perf_counter()
-    runs = [(arm, seed) for arm in arms for seed in range(seeds)]
-    if jobs > 1:
+    raw = dict(entry.raw)
+    results = raw["results"] = dict(raw.get("results") or {})
+    prints = {a["arm"]: fingerprint(a) for a in spec["arms"]}
+    # runs of arms that changed since they were recorded no longer count
+    recorded = {
+        arm: [r for r in rs if r.get("fingerprint") == prints.get(arm)]
+        for arm, rs in (results.get("runs") or {}).items()
+    }
+    done = {(arm, r["seed"]) for arm, rs in recorded.items() for r in rs}
+    todo = [(arm, seed) for arm in arms for seed in range(seeds) if (arm["arm"], seed) not in done]
+    if done and todo:
+        print(f"[evidence] {name}: {len(done)} run(s) already recorded, {len(todo)} to go", flush=True)
+
+    default_command = f"python cli.py zoo evidence {name} --seeds {seeds}"
+
+    def record(arm: dict[str, Any], seed: int, outcome: tuple[dict[str, float], float | None, float]) -> None:
+        tests, best_val, seconds = outcome
+        print(f"[evidence] {name} | {arm['arm']} | seed {seed}: {metric} = {_pick(tests, metric, arm):.4f} "
+              f"(val {best_val}, {seconds:.0f} s)", flush=True)  # fmt: skip
+        run_ = {"seed": seed, "fingerprint": prints[arm["arm"]], "test": tests, "best_val": best_val}
+        recorded.setdefault(arm["arm"], []).append(run_ | {"seconds": round(seconds, 1)})
+        _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent)
+
+    if jobs > 1 and len(todo) > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            outcomes = list(pool.map(_timed, *zip(*runs), [keep] * len(runs)))
+            futures = {pool.submit(_timed, fit, arm, seed, keep): (arm, seed) for arm, seed in todo}
+            for future in as_completed(futures):
+                record(*futures[future], future.result())
     else:
-        outcomes = [_timed(arm, seed, keep) for arm, seed in runs]
-    for (arm, seed), (tests, best_val, _) in zip(runs, outcomes):
-        test = _pick(tests, metric, arm)
-        print(f"[evidence] {name} | {arm['arm']} | seed {seed}: {metric} = {test:.4f} (val {best_val})", flush=True)
-    for i, arm in enumerate(arms):
-        mine = outcomes[i * seeds : (i + 1) * seeds]
-        values = [_pick(tests, metric, arm) for tests, _, _ in mine]
-        row = summarise(values, scale, [v for _, v, _ in mine], int(spec.get("top_k", 0)))
+        for arm, seed in todo:
+            record(arm, seed, _timed(fit, arm, seed, keep))
+    if not todo:
+        _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent)
+    return raw["results"]
+
+
+def _write(raw: dict, spec: dict, recorded: dict[str, list[dict]], seeds: int, command: str, directory: Path) -> None:
+    """Rebuild the rows from every recorded run and write the metafile atomically."""
+    metric, scale = spec.get("metric", "test/acc"), float(spec.get("scale", 1.0))
+    extra = [m for m in spec.get("metrics", []) if m != metric]
+    results = raw["results"]
+    rows = []
+    by_arm = {a["arm"]: a for a in spec["arms"]}
+    for arm_name, arm in by_arm.items():
+        mine = sorted((r for r in recorded.get(arm_name, []) if r["seed"] < seeds), key=lambda r: r["seed"])
+        if not mine:
+            continue
+        row = {"arm": arm_name}
+        row |= summarise([_pick(r["test"], metric, arm) for r in mine], scale, [r["best_val"] for r in mine],
+                         int(spec.get("top_k", 0)))  # fmt: skip
+        row["seeds"] = [r["seed"] for r in mine]
         # An extra metric some arm never logs (a conflict rate without two sources) is left out of its row.
-        logged = [m for m in extra if all(m in tests for tests, _, _ in mine)]
+        logged = [m for m in extra if all(m in r["test"] for r in mine)]
         if logged:
-            row["metrics"] = {m: summarise([tests[m] for tests, _, _ in mine], 1.0) for m in logged}
-        rows[arm["arm"]] = {
-            "arm": arm["arm"],
-            **row,
-            "seconds_per_run": round(statistics.fmean(s for *_, s in mine), 1),
-        }
-    order = [a["arm"] for a in spec["arms"]]
+            row["metrics"] = {m: summarise([r["test"][m] for r in mine], 1.0) for m in logged}
+        row["seconds_per_run"] = round(statistics.fmean(r["seconds"] for r in mine), 1)
+        rows.append(row)
+    baseline = next((a["arm"] for a in spec["arms"] if a.get("role") == "baseline"), None)
+    base = {r["seed"]: r["test"].get(metric) for r in recorded.get(baseline, []) if r["seed"] < seeds}
+    for row in rows:
+        if row["arm"] == baseline or baseline is None:
+            continue
+        mine = {r["seed"]: r["test"].get(metric) for r in recorded[row["arm"]] if r["seed"] < seeds}
+        shared = sorted(s for s in mine if s in base and mine[s] is not None and base[s] is not None)
+        if len(shared) >= 2:
+            row["paired"] = {"against": baseline, **paired_difference([(mine[s] - base[s]) * scale for s in shared])}
     results.update(
-        command=f"python cli.py zoo evidence {name} --seeds {seeds}" + (f" --jobs {jobs}" if jobs > 1 else ""),
+        command=command,
         metric=metric,
         selection=spec.get("selection", "test metric at the best-validation checkpoint"),
-        rows=[rows[a] for a in order if a in rows],
+        rows=rows,
         hardware=f"{platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"python {sys.version.split()[0]}" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-        # A run of some arms adds its time to what the earlier runs of the other arms took.
-        wall_time_s=round(time.perf_counter() - start + (float(results.get("wall_time_s", 0)) if only else 0.0), 1),
+        run_time_s=round(sum(r["seconds"] for rs in recorded.values() for r in rs), 1),  # summed over runs
+        runs={arm: sorted(rs, key=lambda r: r["seed"]) for arm, rs in recorded.items() if arm in by_arm},
     )
-    raw = dict(entry.raw)
-    raw["results"] = results
-    registry.write_entry(raw, entry.path.parent)
-    return results
+    results.pop("wall_time_s", None)
+    registry.write_entry(raw, directory)
