@@ -1,0 +1,75 @@
+"""Every published entry computes the same function after a refactor: a digest of its output on a fixed
+input is pinned here. Outputs are rounded to 1e-4 before hashing, so a change of thread count or CPU
+kernel path does not flip the digest while any real change of the network does. A republished entry
+updates its digest in the same commit (``python tests/test_entry_digests.py`` prints the current ones)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+import zoo
+
+PINNED = {
+    "codec-teacher-librispeech": "f657e3684957663b",
+    "distilcodec-librispeech": "0db26815c67ea74d",
+    "ffg2m-cora-gcn-mlp": "28daf9f038045924",
+    "gcn-cora": "74b82f71a3213071",
+    "gcn-cora-ind": "5152b41ae13cc48f",
+    "gcn-csbm": "f1f15afefe0289d2",
+    "gloredi-phantoms-18v": "ba601f44e035a48d",
+    "mirage-imdb-binary": "c9dfa7b8ef044ab0",
+    "mirage-mutag": "aac3ad27ef970215",
+    "mirage-nci1": "198f9c7210b07ecb",
+    "uniego-uci-mfeat": "89b41d9f6d767caf",
+}
+
+
+def _features(width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(40, width, generator=g) < 0.05).float()  # bag-of-words-like rows, as Planetoid gives
+    edge_index = torch.randint(0, 40, (2, 160), generator=g)
+    return x, torch.cat([edge_index, edge_index.flip(0)], 1)
+
+
+def entry_output(name: str) -> torch.Tensor:
+    """The entry's output on a fixed input of the kind its reader gives (a dataset entry: its tensors)."""
+    loaded = zoo.load(name)
+    g = torch.Generator().manual_seed(0)
+    if zoo.get(name).kind == "dataset":
+        return torch.cat([torch.cat([d.x.flatten().float(), d.edge_index.flatten().float()]) for d in loaded])
+    cls = type(loaded).__name__
+    with torch.no_grad():
+        if cls == "Codec":
+            wav = 0.3 * torch.sin(torch.linspace(0, 800, 4096))[None, None] + 0.05 * torch.randn(1, 1, 4096, generator=g)
+            out = loaded(wav)
+            return torch.cat([out["audio"].flatten(), out["codes"].flatten().float()])
+        if cls in ("MLP", "GNN"):
+            x, edge_index = _features(loaded.init_args["in_channels"])
+            return loaded(x, edge_index)
+        if cls == "Reconstructor":
+            return loaded(torch.rand(2, 1, 64, 64, generator=g) * 0.3)
+        if cls == "ViewNet":
+            return loaded(torch.randint(0, 7, (4, *loaded.init_args["in_shape"]), generator=g).float())
+    raise AssertionError(f"no fixed input for {name} ({cls}); add one")
+
+
+def digest(t: torch.Tensor) -> str:
+    rounded = torch.round(t.double() * 1e4).to(torch.int64).numpy().tobytes()
+    return hashlib.sha256(rounded).hexdigest()[:16]
+
+
+def test_every_entry_is_pinned():
+    assert sorted(PINNED) == zoo.list(), "a new or removed entry: add or drop its digest in PINNED"
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_entry_output_is_unchanged(name):
+    assert digest(entry_output(name)) == PINNED[name], f"{name} computes a different function than it was published with"
+
+
+if __name__ == "__main__":
+    for entry in zoo.list():
+        print(f'    "{entry}": "{digest(entry_output(entry))}",')
