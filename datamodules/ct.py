@@ -25,7 +25,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.graphs import distillzoo_cache_dir
-from zoo.registry import atomic_write_bytes
+from zoo.files import atomic_write_bytes
+from zoo.units import MU_WATER, hu_to_mu, hu_window, mu_to_hu  # noqa: F401  (re-exported)
 
 __all__ = [
     "CTDataModule",
@@ -42,41 +43,11 @@ __all__ = [
     "view_angles",
 ]
 
-MU_WATER = 0.192  # the official code's attenuation of water (per cm); air is 0
 PIXEL_SIZE_64 = 0.08  # default pixel size at 64 x 64, see default_pixel_size
 DEEPLESION_OFFSET = 32768  # DeepLesion PNGs store HU + 32768 as uint16
 CACHE_VERSION = 1  # bump when the simulation changes: old cache files then no longer match
 IMAGE_KEYS = ("image", "sparse", "teacher", "full")
 SPLITS = ("train", "val", "test")
-
-
-# ---------------------------------------------------------------------- units
-
-
-def hu_to_mu(hu: Any, clip: bool = True) -> Any:
-    """Hounsfield units -> linear attenuation ``mu = HU / 1000 * 0.192 + 0.192`` (water 0.192, air 0).
-
-    Works on numpy arrays and torch tensors (and floats). With ``clip`` (the default) ``mu`` is clipped at 0
-    from below: anything darker than air (DeepLesion's -1024 background, its -32768 padding) becomes air.
-    """
-    mu = hu / 1000 * MU_WATER + MU_WATER
-    if not clip:
-        return mu
-    return mu.clamp(min=0) if torch.is_tensor(mu) else np.maximum(mu, 0)
-
-
-def mu_to_hu(mu: Any) -> Any:
-    """Linear attenuation -> Hounsfield units, the inverse of :func:`hu_to_mu` (``(mu - 0.192) / 0.192 * 1000``)."""
-    return (mu - MU_WATER) / MU_WATER * 1000
-
-
-def hu_window(mu: Tensor, width: float = 3000.0, centre: float = 500.0) -> Tensor:
-    """The official metric window: ``mu`` -> HU -> clipped to ``[centre - width / 2, centre + width / 2]``
-    (default [-1000, 2000] HU) -> scaled to [0, 1]. Tensor in (any shape), float tensor out."""
-    if width <= 0:
-        raise ValueError(f"window width must be > 0, got {width}")
-    low = centre - width / 2
-    return ((mu_to_hu(torch.as_tensor(mu).float()) - low) / width).clamp(0, 1)
 
 
 # ---------------------------------------------------------------------- simulation

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from zoo.registry import atomic_write_bytes
+from zoo.files import atomic_write_bytes
 
 __all__ = [
     "MultiViewDataModule",

@@ -30,10 +30,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import DropPath
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
 from vector_quantize_pytorch import GroupedResidualVQ, VectorQuantize
 
-from modules.core import DistillModule, init_args_from
+from modules.core import DistillModule
+from zoo.specs import exportable
 
 LRELU = 0.1
 
@@ -261,6 +262,7 @@ class HiFiGANGenerator(nn.Module):
 
 
 # ----- the codec -----------------------------------------------------------------------------------
+@exportable
 class Codec(nn.Module):
     """Speech codec: wav (B, 1, T) -> codes (B, groups, frames, residual) -> wav.
 
@@ -294,7 +296,6 @@ class Codec(nn.Module):
         activation: str = "leaky_relu",
     ) -> None:
         super().__init__()
-        self.init_args = init_args_from(locals())
         self.sample_rate = sample_rate
         self.hop = math.prod(upsample_rates)
         self.mel = LogMel(sample_rate, n_fft, self.hop, n_mels, f_max=sample_rate / 2)
@@ -409,6 +410,7 @@ class STFTDiscriminator(nn.Module):
         return _run(self.layers, self.post, z.to(x.dtype))
 
 
+@exportable
 class Discriminators(nn.Module):
     """Multi-period (periods 5, 8, 13, 19, 30), multi-scale (3 scales, average-pooled by 3) and
     multi-scale STFT (n_fft 1024, 2048, 512, 256, 128) discriminators, as the official config."""
@@ -490,11 +492,13 @@ class DistilCodec(DistillModule):
     student at construction; the student's quantizer stays new. ``latent_weight`` (gamma, official
     2 when on) and ``quantized_weight`` (beta, official 0) switch on the latent term, for which the
     teacher's quantizer runs on every batch. Without a teacher, the same module trains the teacher
-    itself or the from-scratch student. Two optimisers (generator, discriminators) through manual
-    optimisation; ``lr_scheduler`` steps once per epoch (ExponentialLR(0.98) in the recipes).
+    itself or the from-scratch student. Two named optimisation steps, ``discriminator`` then
+    ``generator``, each with its own optimiser; ``lr_scheduler`` steps once per epoch
+    (ExponentialLR(0.98) in the recipes).
     """
 
     modules_in_init = ("discriminator",)
+    steps = ("discriminator", "generator")
 
     def __init__(
         self,
@@ -513,7 +517,6 @@ class DistilCodec(DistillModule):
     ) -> None:
         weights = {"adv": 1.0, "fm": 2.0, "mel": 1.0, "commit": 10.0, "latent": 1.0} | dict(loss_weights or {})
         super().__init__(student, teacher, init_weights, weights, optimizer, lr_scheduler)
-        self.automatic_optimization = False
         codec: Codec = self.student
         if self.teacher is not None and inherit:
             self._inherit(self.teacher.network)
@@ -529,13 +532,19 @@ class DistilCodec(DistillModule):
             self.projectors["latent"] = BlockLinear(tq.groups, tq.codebook_dim, sq.codebook_dim // tq.groups)
         self.discriminator = discriminator if discriminator is not None else Discriminators()
         self.mel_loss = MultiResolutionMel(codec.sample_rate, codec.init_args["n_mels"])
-        q = codec.quantizer
-        self.usage = nn.ModuleDict({s: CodeUsage(q.groups * q.residual, q.codebook_size) for s in ("val", "test")})
-        if eval_quality:
+
+    def configure_metrics(self) -> MetricCollection:
+        """Code usage and perplexity over the whole stage; wideband PESQ and STOI at 16 kHz (``eval_quality``)."""
+        q = self.student.quantizer
+        metrics: dict[str, Metric] = {"codes": CodeUsage(q.groups * q.residual, q.codebook_size)}
+        if self.hparams.eval_quality:
             from torchmetrics.audio import PerceptualEvaluationSpeechQuality, ShortTimeObjectiveIntelligibility
 
-            self.stoi = nn.ModuleDict({s: ShortTimeObjectiveIntelligibility(16000) for s in ("val", "test")})
-            self.pesq = nn.ModuleDict({s: PerceptualEvaluationSpeechQuality(16000, "wb") for s in ("val", "test")})
+            metrics |= {
+                "stoi": ShortTimeObjectiveIntelligibility(16000),
+                "pesq": PerceptualEvaluationSpeechQuality(16000, "wb"),
+            }
+        return MetricCollection(metrics)
 
     def _inherit(self, source: Codec) -> None:
         """DMS: the student's mel, encoder and generator start as the teacher's; its quantizer is new."""
@@ -554,12 +563,18 @@ class DistilCodec(DistillModule):
             # codes no batch hits decay towards zero under EMA; as subnormals they slow a CPU step 3-4x
             torch.set_flush_denormal(True)
 
-    def configure_optimizers(self) -> Any:
-        gen = [p for m in self.trainable_modules() for p in m.parameters() if p.requires_grad]
-        opts = [self.optimizer(gen), self.optimizer(self.discriminator.parameters())]
-        if self.lr_scheduler is None:
-            return opts
-        return opts, [self.lr_scheduler(o) for o in opts]
+    def step_modules(self, step: str) -> tuple[nn.Module, ...]:
+        return (self.discriminator,) if step == "discriminator" else self.trainable_modules()
+
+    def shared_forward(self, batch: Tensor) -> dict[str, Any]:
+        return {"out": self.student(batch)}
+
+    def step_loss(self, step: str, batch: Tensor, shared: dict[str, Any]) -> dict[str, Tensor]:
+        """LSGAN discriminators on real audio vs the detached reconstruction, then the generator's terms."""
+        if step == "discriminator":
+            fake = shared["out"]["audio"].detach()
+            return {"lsgan": discriminator_loss(self.discriminator(batch), self.discriminator(fake))}
+        return self.distill_loss(batch, shared["out"])
 
     def distill_loss(self, batch: Tensor, out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """The generator's terms for real audio ``batch`` (B, 1, T)."""
@@ -584,58 +599,20 @@ class DistilCodec(DistillModule):
                 )
         return terms
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()
-        out = self.student(batch)
-        # discriminators on real vs detached reconstruction
-        self.toggle_optimizer(opt_d)
-        d_loss = discriminator_loss(self.discriminator(batch), self.discriminator(out["audio"].detach()))
-        opt_d.zero_grad()
-        self.manual_backward(d_loss)
-        opt_d.step()
-        self.untoggle_optimizer(opt_d)
-        # generator
-        self.toggle_optimizer(opt_g)
-        terms = self.distill_loss(batch, out)
-        loss = sum(self.weight_of(k) * v for k, v in terms.items())
-        opt_g.zero_grad()
-        self.manual_backward(loss)
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
-        size = batch.shape[0]
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=size)
-        self.log_dict({"train/loss": loss.detach(), "train/d_loss": d_loss.detach()}, prog_bar=True, batch_size=size)
-
-    def on_train_epoch_end(self) -> None:
-        for scheduler in self.lr_schedulers() or []:
-            scheduler.step()
-
     # ----- evaluation --------------------------------------------------------------------------------
     def evaluate(self, batch: Tensor, stage: str) -> dict[str, Any]:
         out = self.student(batch)
         mels = self.mel_loss(batch, out["audio"])
-        self.usage[stage].update(out["codes"])
-        metrics: dict[str, Any] = {"mel_distance": sum(mels) / len(mels)}
-        if hasattr(self, "stoi"):
+        metrics = self.stage_metrics[stage]
+        metrics["codes"].update(out["codes"])
+        if "stoi" in metrics:
             ref, est = (to_16k(a, self.student.sample_rate).squeeze(1).float() for a in (batch, out["audio"]))
-            self.stoi[stage].update(est, ref)
-            self.pesq[stage].update(est, ref)
-            metrics.update(stoi=self.stoi[stage], pesq=self.pesq[stage])
-        return metrics
+            metrics["stoi"].update(est, ref)
+            metrics["pesq"].update(est, ref)
+        return {"mel_distance": sum(mels) / len(mels)}
 
     def batch_size(self, batch: Tensor) -> int:
         return batch.shape[0]
-
-    def _log_usage(self, stage: str) -> None:
-        for k, v in self.usage[stage].compute().items():
-            self.log(f"{stage}/{k}", v.float(), sync_dist=True)  # already summed over ranks by the metric
-        self.usage[stage].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_usage("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_usage("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """``{"audio"}`` -> codes and reconstruction; ``{"codes"}`` -> audio."""
@@ -679,7 +656,7 @@ class CodecWriter(BasePredictionWriter):
         import soundfile
         from safetensors.torch import save
 
-        from zoo.registry import atomic_write_bytes
+        from zoo.files import atomic_write_bytes
 
         codec: Codec = pl_module.student
         self.output_dir.mkdir(parents=True, exist_ok=True)

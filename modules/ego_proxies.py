@@ -30,9 +30,11 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torchmetrics import Accuracy
 
-from modules.core import DistillModule, TeacherSet, init_args_from, masked_mean
+from modules.core import DistillModule, TeacherSet, masked_mean
+from zoo.specs import exportable
 
 
+@exportable
 class ViewNet(nn.Module):
     """A classifier on one view: backbone -> feature ``c`` (the CLS token's role) -> linear head.
 
@@ -53,9 +55,7 @@ class ViewNet(nn.Module):
         backbone: Literal["mlp", "cnn", "vit"] = "mlp",
         patch_size: int = 4,
     ) -> None:
-        init_args = init_args_from(locals())
         super().__init__()
-        self.init_args = init_args
         if backbone == "cnn":
             if len(in_shape) != 3:
                 raise ValueError(f"a cnn backbone needs image inputs (C, H, W); got in_shape {list(in_shape)}")
@@ -207,7 +207,7 @@ def export_proxy_outputs(proxies: dict[str, ViewNet], loader, path: str | Path) 
     """Every proxy's feature ``c`` and logits on every training sample, in the loader's (fixed) order,
     as safetensors: ``features`` [K, N, d], ``logits`` [K, N, C], ``index`` [N] (dataset rows);
     metadata ``names`` (the proxies' order)."""
-    from zoo.registry import atomic_write_bytes
+    from zoo.files import atomic_write_bytes
 
     feats, logits, index = {k: [] for k in proxies}, {k: [] for k in proxies}, []
     for net in proxies.values():

@@ -19,7 +19,8 @@ from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 from torch_geometric.utils import add_self_loops, remove_self_loops
 from torchmetrics.functional import accuracy
 
-from modules.core import DistillModule, Teacher, init_args_from, kd_kl
+from modules.core import DistillModule, Teacher, kd_kl
+from zoo.specs import exportable
 
 Mode = Literal["ce", "mlp", "glnn", "lfd", "hfd", "ffg2m"]
 
@@ -51,6 +52,7 @@ def hfd_loss(student_logits: Tensor, teacher_logits: Tensor, edge_index: Tensor,
     return kd_kl(student_diff, teacher_diff, temperature=tau, scale_t2=False)
 
 
+@exportable
 class MLP(nn.Module):
     """The graph-free student: ``num_layers`` Linear layers with ReLU and dropout between them.
 
@@ -69,9 +71,7 @@ class MLP(nn.Module):
         dropout: float = 0.5,
         normalize_features: bool = True,
     ) -> None:
-        init_args = init_args_from(locals())
         super().__init__()
-        self.init_args = init_args
         widths = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.dropout = nn.Dropout(dropout)
@@ -86,6 +86,7 @@ class MLP(nn.Module):
         return h
 
 
+@exportable
 class GNN(nn.Module):
     """GCN, GAT or GraphSAGE teacher with the official code's layer layout (torch-geometric layers).
 
@@ -109,9 +110,7 @@ class GNN(nn.Module):
         attn_dropout: float = 0.3,
         normalize_features: bool = True,
     ) -> None:
-        init_args = init_args_from(locals())
         super().__init__()
-        self.init_args = init_args
         widths = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.layers = nn.ModuleList()
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):

@@ -20,7 +20,8 @@ from torch_geometric.nn import GATConv, GCNConv, GINConv, GINEConv
 from torch_geometric.utils import scatter
 from torchmetrics import AUROC, Accuracy
 
-from modules.core import DistillModule, init_args_from
+from modules.core import DistillModule
+from zoo.specs import exportable
 
 Pool = Literal["root_sum", "sum", "mean"]
 
@@ -41,6 +42,7 @@ def graph_pool(h: Tensor, batch: Tensor, num_graphs: int, pool: Pool, root_mask:
     return scatter(h, batch, dim=0, dim_size=num_graphs, reduce="mean" if pool == "mean" else "sum")
 
 
+@exportable
 class MirageGNN(nn.Module):
     """GIN, GCN or GAT graph classifier with a linear node encoder, optional edge-label encoder,
     ReLU + dropout between layers, pooling (``graph_pool``) and dropout + a linear head.
@@ -62,9 +64,7 @@ class MirageGNN(nn.Module):
         dropout: float = 0.5,
         pool: Pool = "root_sum",
     ) -> None:
-        init_args = init_args_from(locals())
         super().__init__()
-        self.init_args = init_args
         self.node_encoder = nn.Linear(in_channels, hidden_channels)
         self.edge_encoders = nn.ModuleList()
         self.convs = nn.ModuleList()
@@ -149,6 +149,7 @@ class GraphClassification(DistillModule):
         return self.student(batch).softmax(-1)
 
 
+@exportable
 class GraphSizeClassifier(nn.Module):
     """The graph-size baseline: logistic regression on the node count (log and linear terms).
 
@@ -157,9 +158,7 @@ class GraphSizeClassifier(nn.Module):
     """
 
     def __init__(self, num_classes: int = 2) -> None:
-        init_args = init_args_from(locals())
         super().__init__()
-        self.init_args = init_args
         self.linear = nn.Linear(2, num_classes)
 
     def forward(self, batch: Batch) -> Tensor:

@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from datamodules.ct import hu_window
-from modules.core import DistillModule, init_args_from
+from modules.core import DistillModule, ema_update_
+from zoo.specs import exportable
+from zoo.units import hu_window
 
 
 # ----- fast Fourier convolution (LaMa / FFC) --------------------------------------------------------------
@@ -180,6 +182,7 @@ class FFCDecoder(nn.Module):
         return self.head(self.up(torch.cat([t for t in z if t is not None], dim=1)))
 
 
+@exportable
 class Reconstructor(nn.Module):
     """Image-domain CT reconstructor: FBP image mu [B, 1, H, W] -> reconstruction mu [B, 1, H, W].
     ``both(x)`` also returns the latent (global representation). H and W must divide by 2^n_downsampling."""
@@ -187,7 +190,6 @@ class Reconstructor(nn.Module):
     def __init__(self, ngf: int = 64, n_downsampling: int = 2, e_blocks: int = 7, d_blocks: int = 2,
                  ratio: float = 0.75, in_channels: int = 1) -> None:  # fmt: skip
         super().__init__()
-        self.init_args = init_args_from(locals())  # the zoo rebuilds the network from these
         self.stride = 2**n_downsampling
         self.encoder = FFCEncoder(in_channels, ngf, n_downsampling, e_blocks, ratio)
         self.decoder = FFCDecoder(in_channels, ngf, n_downsampling, d_blocks, ratio)
@@ -329,13 +331,14 @@ class GloReDi(DistillModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__(student, None, init_weights, {"dir": theta_dis, "scl": theta_scl}, optimizer, lr_scheduler)
         if distill not in ("cosine", "l2", "l1", "none"):
             raise ValueError(f"distill must be cosine, l2, l1 or none, got {distill!r}")
+        # the jointly trained teacher is an optimisation step of its own; the student alone has one step
+        self.steps = ("student",) if distill == "none" else ("teacher", "student")
+        super().__init__(student, None, init_weights, {"dir": theta_dis, "scl": theta_scl}, optimizer, lr_scheduler)
         if not 0 < channel_ratio <= 1 or not 0 <= momentum < 1 or finetune_epochs < 0:
             raise ValueError(f"need 0 < channel_ratio <= 1, 0 <= momentum < 1, finetune_epochs >= 0; got "
                              f"{channel_ratio}, {momentum}, {finetune_epochs}")  # fmt: skip
-        self.automatic_optimization = False
         self.distill, self.channel_ratio, self.momentum = distill, channel_ratio, momentum
         if distill != "none":
             self.teacher_encoder = copy.deepcopy(self.student.encoder)
@@ -343,29 +346,21 @@ class GloReDi(DistillModule):
             self.contrast = BandPassContrast(scl_memory, scl_temperature, scl_band) if theta_scl > 0 else None
         self.scale_teacher = LossScaler(factor=loss_scale_factor)
         self.scale_student = LossScaler(factor=loss_scale_factor)
-        metrics = {
-            "psnr": lambda: PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)),
-            "ssim": lambda: StructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=11, sigma=1.5),
-        }
-        sources = ["", "_fbp"] + (["_teacher"] if distill != "none" else [])
-        self.metrics = nn.ModuleDict(
-            {f"{stage}_{m}{src}": make() for stage in ("val", "test") for m, make in metrics.items() for src in sources}
-        )
+
+    def configure_metrics(self) -> MetricCollection:
+        """PSNR and SSIM (HU window) of the student, of its FBP input and, when trained, of the teacher."""
+        sources = ["", "_fbp"] + (["_teacher"] if self.distill != "none" else [])
+        metrics = {}
+        for src in sources:
+            metrics[f"psnr{src}"] = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
+            metrics[f"ssim{src}"] = StructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=11, sigma=1.5)
+        return MetricCollection(metrics)
 
     # ----- training --------------------------------------------------------------------------------
-    def trainable_modules(self) -> tuple[nn.Module, ...]:
-        # one optimiser over E1, D and E2 (the official chain); D2 follows D and is not optimised
-        return (*super().trainable_modules(), *([self.teacher_encoder] if self.distill != "none" else []))
-
     @property
     def finetuning(self) -> bool:
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
         return bool(max_epochs and max_epochs > 0 and self.current_epoch >= max_epochs - self.hparams.finetune_epochs)
-
-    @torch.no_grad()
-    def _update_teacher_decoder(self) -> None:
-        for d2, d in zip(self.teacher_decoder.parameters(), self.student.decoder.parameters()):
-            d2.mul_(self.momentum).add_(d, alpha=1 - self.momentum)
 
     def latent_terms(self, student: Tensor, teacher: Tensor) -> dict[str, Tensor]:
         """Directional (or L2 / L1) and band-pass contrastive terms on the first ``channel_ratio`` channels."""
@@ -377,38 +372,33 @@ class GloReDi(DistillModule):
             terms["scl"] = self.contrast(s, t)
         return terms
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        opt = self.optimizers()
-        gt, size = batch["full"], batch["full"].shape[0]
-        terms: dict[str, Tensor] = {}
-        if self.distill != "none" and not self.finetuning:
-            self._update_teacher_decoder()
-            teacher_out = self.teacher_decoder(self.teacher_encoder(batch["teacher"]))
-            teacher_loss = self.scale_teacher(F.smooth_l1_loss(teacher_out, gt))
-            opt.zero_grad()
-            self.manual_backward(teacher_loss)
-            opt.step()
-            with torch.no_grad():  # the updated teacher's representation (train mode, as the official code)
-                teacher_latent = self.teacher_encoder(batch["teacher"])
-            self.log("train/teacher_pixel", teacher_loss.detach(), batch_size=size)
+    def step_modules(self, step: str) -> tuple[nn.Module, ...]:
+        # E2 in the teacher step; E1, D (and projectors) in the student step. Adam keeps state per parameter
+        # and skips parameters without a gradient, so this is the official single optimiser over E1, E2, D.
+        return (self.teacher_encoder,) if step == "teacher" else super().trainable_modules()
+
+    def step_loss(self, step: str, batch: dict[str, Tensor], shared: dict[str, Any]) -> dict[str, Tensor]:
+        """``teacher``: D2 follows D by momentum, then E2 -> D2 on the teacher's views learns the pixel loss.
+        ``student``: E1 -> D on the sparse views, plus the latent terms against the updated teacher."""
+        gt = batch["full"]
+        if step == "teacher":
+            if self.finetuning:
+                return {}
+            ema_update_(self.teacher_decoder, self.student.decoder, self.momentum)
+            out = self.teacher_decoder(self.teacher_encoder(batch["teacher"]))
+            return {"pixel": self.scale_teacher(F.smooth_l1_loss(out, gt))}
         out, latent = self.student.both(batch["sparse"])
         if self.finetuning:
-            terms["pixel"] = F.smooth_l1_loss(out, gt)
-        else:
-            terms["pixel"] = self.scale_student(F.smooth_l1_loss(out, gt))
-            if self.distill != "none":
-                terms.update(self.latent_terms(latent, teacher_latent))
-        loss = sum(self.weight_of(k) * v for k, v in terms.items())
-        opt.zero_grad()
-        self.manual_backward(loss)
-        opt.step()
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=size)
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
+            return {"pixel": F.smooth_l1_loss(out, gt)}
+        terms = {"pixel": self.scale_student(F.smooth_l1_loss(out, gt))}
+        if self.distill != "none":
+            with torch.no_grad():  # the updated teacher's representation (train mode, as the official code)
+                teacher_latent = self.teacher_encoder(batch["teacher"])
+            terms.update(self.latent_terms(latent, teacher_latent))
+        return terms
 
-    def on_train_epoch_end(self) -> None:
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
+    def distill_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self.step_loss("student", batch, {})  # the student alone (distill="none"): one step
 
     # ----- evaluation ------------------------------------------------------------------------------
     def batch_size(self, batch: dict[str, Tensor]) -> int:
@@ -419,13 +409,10 @@ class GloReDi(DistillModule):
         outputs = {"": self.student(batch["sparse"]), "_fbp": batch["sparse"]}
         if self.distill != "none":
             outputs["_teacher"] = self.teacher_decoder(self.teacher_encoder(batch["teacher"]))
-        logged = {}
         for src, image in outputs.items():
             for m in ("psnr", "ssim"):
-                metric = self.metrics[f"{stage}_{m}{src}"]
-                metric(hu_window(image), ref)
-                logged[f"{m}{src}"] = metric
-        return logged
+                self.stage_metrics[stage][f"{m}{src}"].update(hu_window(image), ref)
+        return {}
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return {"index": batch["index"], "reconstruction": self.student(batch["sparse"])}

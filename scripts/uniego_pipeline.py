@@ -34,7 +34,7 @@ from datamodules.multiview import MultiViewDataModule, write_teacher_features  #
 from modules.core.module import module_spec  # noqa: E402
 from modules.ego_proxies import FeatureDistill, ViewNet, export_proxy_outputs, learned_soup  # noqa: E402
 from zoo import store  # noqa: E402
-from zoo.registry import atomic_write_bytes  # noqa: E402
+from zoo.files import atomic_write_bytes  # noqa: E402
 
 
 def optimiser(epochs: int):

@@ -102,9 +102,22 @@ def test_weights_for_another_shape_name_the_tensors(scratch_zoo, toy_ckpt):
         ToyDistill(student=ToyNet(hidden=32), init_weights="zoo:toy-student")
 
 
-def test_spec_must_name_an_nn_module(tmp_path):
-    with pytest.raises(TypeError, match="not an nn.Module subclass"):
-        store.build({"class_path": "os.system", "init_args": {"command": "true"}})
+def test_spec_outside_the_allow_list_is_refused_before_import(tmp_path, monkeypatch):
+    """A spec may only build @exportable classes of the project's packages: a foreign class path is refused
+    without importing its module, and a project class without the decorator is refused too."""
+    import sys
+
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_pkg.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Net: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for path in ("os.system", "evil_pkg.Net", "torch.nn.Linear", "timm.models.vision_transformer.VisionTransformer"):
+        with pytest.raises(PermissionError, match="refusing to build"):
+            store.build({"class_path": path, "init_args": {}})
+    assert not marker.exists() and "evil_pkg" not in sys.modules
+    with pytest.raises(PermissionError, match="not an @exportable network"):
+        store.build({"class_path": "modules.codec.BlockLinear", "init_args": {"groups": 1, "in_dim": 2, "out_dim": 2}})
+    with pytest.raises(ValueError, match="init_args must be a mapping"):
+        store.build({"class_path": "modules.graph_mlp.MLP", "init_args": ["x"]})
 
 
 def test_export_refuses_existing_entry_unless_overwrite(scratch_zoo, toy_ckpt):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zoo import registry
+from zoo import files, registry
 
 HEADER = """# Model cards
 
@@ -101,5 +101,5 @@ def render() -> str:
 
 def write(path: Path | None = None) -> Path:
     path = path or registry.REPO_ROOT / "MODEL_CARDS.md"
-    registry.atomic_write_bytes(path, render().encode())
+    files.atomic_write_bytes(path, render().encode())
     return path

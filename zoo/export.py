@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from safetensors.torch import save
 
-from zoo import registry, store
+from zoo import files, registry, store
 
 
 def _rel(path: Path) -> str:
@@ -72,7 +72,7 @@ def publish(
     raw["weights"] = {"file": _rel(weights_path), "sha256": sha, "url": None, "revision": None}
     ordered = {k: raw[k] for k in ("name", "method", "task") if k in raw} | raw
 
-    registry.atomic_write_bytes(weights_path, blob)
+    files.atomic_write_bytes(weights_path, blob)
     try:
         registry.write_entry(ordered, entries_dir)
     except BaseException:

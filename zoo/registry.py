@@ -9,12 +9,13 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from zoo.files import atomic_write_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENTRIES_DIR = Path(__file__).resolve().parent / "entries"
@@ -90,28 +91,6 @@ def get(name: str) -> Entry:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown zoo entry {name!r}{hint} (known: {', '.join(known) or 'none'})")
     return parse_entry(path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; published files are world-readable
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_entry(raw: dict[str, Any], directory: Path | None = None) -> Path:

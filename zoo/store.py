@@ -9,7 +9,6 @@ and are verified before use, so a pre-filled cache works offline.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from zoo import registry
+from zoo import registry, specs
 
 SPEC_KEY = "distillzoo.spec"
 # First bytes of the formats that unpickle on load: a raw pickle (protocol 2+) and torch.save's zip.
@@ -143,21 +142,7 @@ def resolve(source: str) -> Weights:
     return Weights(tensors=tensors, spec=spec, source=source, sha256=sha, path=path)
 
 
-def import_class(class_path: str) -> type:
-    module_name, _, attr = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ImportError(f"cannot import {class_path!r}: {err}") from err
-    return cls
-
-
-def build(spec: dict[str, Any]) -> nn.Module:
-    """Instantiate ``{class_path, init_args}``; only ``nn.Module`` subclasses are ever called."""
-    cls = import_class(spec["class_path"])
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"spec class_path {spec['class_path']!r} is not an nn.Module subclass; refusing to call it")
-    return cls(**spec.get("init_args", {}))
+build = specs.build  # only @exportable classes of the project's own packages are ever built
 
 
 def load_into(module: nn.Module, weights: Weights) -> nn.Module:

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MetricCollection
 
 from modules.core.teacher import Teacher, as_teachers
 from zoo import store
+from zoo.specs import class_path, is_exportable, module_spec
 
-
-def init_args_from(frame_locals: dict[str, Any]) -> dict[str, Any]:
-    """Constructor arguments from ``locals()`` taken first thing in ``__init__``, for ``module_spec``."""
-    return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__")}
-
-
-def module_spec(module: nn.Module) -> dict[str, Any]:
-    """The ``{class_path, init_args}`` that rebuilds ``module``; our networks record ``init_args``."""
-    init_args = getattr(module, "init_args", None)
-    if init_args is None:
-        raise TypeError(
-            f"{type(module).__qualname__} does not record its constructor arguments; give it an "
-            "`init_args` dict (see modules/graph_mlp.py) or override export_student()"
-        )
-    cls = type(module)
-    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(init_args)}
+STAGES = ("val", "test")
 
 
 class DistillModule(L.LightningModule):
@@ -35,15 +24,33 @@ class DistillModule(L.LightningModule):
 
     The student and teacher are ``nn.Module``s injected by the CLI. ``init_weights`` (``zoo:NAME``
     or a safetensors path) initialises the student, or builds it from the stored spec when
-    ``student`` is None, which is how fine-tuning recipes start from a zoo entry. A method fills
-    in ``distill_loss(batch) -> {term: tensor}`` and ``evaluate(batch) -> {metric: tensor}``; the
-    template weights and sums the terms (``loss_weights``, default 1), logs each as
-    ``train/<term>``, and optimises the student and ``self.projectors`` only. The teacher is
-    frozen, stays in eval, is left out of checkpoints (rebuilt from its source on load) and out of
+    ``student`` is None, which is how fine-tuning recipes start from a zoo entry.
+
+    A method fills in hooks and never writes a training loop:
+
+    - ``distill_loss(batch) -> {term: tensor}``: the loss terms of the one optimisation step. The
+      template weights and sums them (``loss_weights``, default 1), logs each as ``train/<term>`` and
+      optimises ``trainable_modules()`` (the student and ``self.projectors``).
+    - Or, for several optimisation steps per batch (a discriminator then a generator, a jointly
+      trained teacher then the student, two collaborating students), ``steps = ("d", "g")`` on the
+      class and ``step_loss(step, batch, shared) -> {term: tensor}`` plus ``step_modules(step)``. The
+      template switches to manual optimisation with one optimiser per step (``optimizer`` is one
+      callable used for every step, or a mapping step -> callable), runs the steps in order on each
+      batch (``shared`` starts as ``shared_forward(batch)`` and carries tensors from one step to the
+      next; an empty dict of terms skips the step), logs ``train/<step>/<term>``, and steps every
+      scheduler once per epoch.
+    - ``evaluate(batch, stage) -> {metric: value}`` for validation and test; values are batch means,
+      or torchmetrics objects for epoch-level metrics. ``configure_metrics()`` may return a
+      ``MetricCollection``, cloned per stage as ``self.stage_metrics[stage]``, which ``evaluate``
+      updates and the template computes, logs (``<stage>/<name>``) and resets at each epoch's end.
+
+    A loss that is not finite stops the fit with the terms that were not. The teacher is frozen, stays
+    in eval, is left out of checkpoints (rebuilt from its source on load) and out of
     ``export_student()``. With ``teacher=None`` the same module trains the no-teacher baseline.
     """
 
     modules_in_init: tuple[str, ...] = ()  # further nn.Module arguments a subclass takes, kept out of hparams
+    steps: tuple[str, ...] = ("student",)  # named optimisation steps; more than one means manual optimisation
 
     def __init__(
         self,
@@ -51,8 +58,8 @@ class DistillModule(L.LightningModule):
         teacher: nn.Module | None = None,
         init_weights: str | None = None,
         loss_weights: dict[str, float] | None = None,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        lr_scheduler: LRSchedulerCallable | None = None,
+        optimizer: OptimizerCallable | Mapping[str, OptimizerCallable] = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | Mapping[str, LRSchedulerCallable] | None = None,
     ) -> None:
         super().__init__()
         ignore = ["student", "teacher", "optimizer", "lr_scheduler", *self.modules_in_init]
@@ -67,15 +74,52 @@ class DistillModule(L.LightningModule):
         self.teacher = as_teachers(teacher)
         self.projectors = nn.ModuleDict()
         self.loss_weights = dict(loss_weights or {})
-        self.optimizer = optimizer
-        self.lr_scheduler = lr_scheduler
+        self.optimizer = self._per_step(optimizer, "optimizer")
+        self.lr_scheduler = None if lr_scheduler is None else self._per_step(lr_scheduler, "lr_scheduler")
+        self.automatic_optimization = len(self.steps) == 1
+        self.stage_metrics = nn.ModuleDict()
+
+    def _per_step(self, given: Any, what: str) -> dict[str, Callable]:
+        """One callable for every step, or a mapping with exactly one callable per named step."""
+        if not isinstance(given, Mapping):
+            return dict.fromkeys(self.steps, given)
+        if set(given) != set(self.steps):
+            missing, unknown = sorted(set(self.steps) - set(given)), sorted(set(given) - set(self.steps))
+            raise ValueError(
+                f"{type(self).__name__} has optimisation steps {list(self.steps)}; {what} names "
+                f"{sorted(given)}"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unknown {unknown})" if unknown else "")
+            )
+        return dict(given)
 
     # ----- hooks a method fills in -------------------------------------------------------------
     def distill_loss(self, batch: Any) -> dict[str, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement distill_loss(batch)")
 
+    def step_loss(self, step: str, batch: Any, shared: dict[str, Any]) -> dict[str, Tensor]:
+        """The terms of optimisation step ``step`` (only for methods with several ``steps``)."""
+        if len(self.steps) == 1:
+            return self.distill_loss(batch)
+        raise NotImplementedError(f"{type(self).__name__} has steps {list(self.steps)} and must implement step_loss")
+
+    def shared_forward(self, batch: Any) -> dict[str, Any]:
+        """Tensors several steps use, computed once per batch before any step (with every parameter's
+        gradient on): a GAN's reconstruction, which the discriminator sees detached and the generator not."""
+        return {}
+
+    def step_modules(self, step: str) -> tuple[nn.Module, ...]:
+        """What step ``step``'s optimiser trains (only for methods with several ``steps``)."""
+        if len(self.steps) == 1:
+            return self.trainable_modules()
+        raise NotImplementedError(f"{type(self).__name__} has steps {list(self.steps)} and must implement step_modules")
+
     def evaluate(self, batch: Any, stage: str) -> dict[str, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement evaluate(batch, stage)")
+
+    def configure_metrics(self) -> MetricCollection | None:
+        """Epoch-level metrics (torchmetrics), cloned per stage into ``self.stage_metrics``."""
+        return None
 
     def batch_size(self, batch: Any) -> int:
         """Examples in ``batch``, for logging; full-batch methods override it."""
@@ -85,20 +129,76 @@ class DistillModule(L.LightningModule):
         """The deployable network and the constructor spec that rebuilds it."""
         return self.student, module_spec(self.student)
 
+    def trainable_modules(self) -> tuple[nn.Module, ...]:
+        """What the optimiser trains: the student and the projectors (a method that trains more, such as a
+        teacher learnt jointly with the student, adds it here)."""
+        return self.student, self.projectors
+
     # ----- the template ------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.student(*args, **kwargs)
 
-    def weight_of(self, term: str) -> float:
+    def weight_of(self, term: str, step: str | None = None) -> float:
+        """``loss_weights["<step>/<term>"]``, else ``loss_weights[term]``, else 1."""
+        if step is not None and f"{step}/{term}" in self.loss_weights:
+            return float(self.loss_weights[f"{step}/{term}"])
         return float(self.loss_weights.get(term, 1.0))
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        terms = self.distill_loss(batch)
-        loss = sum(self.weight_of(name) * value for name, value in terms.items())
-        size = self.batch_size(batch)
-        self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, batch_size=size)
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            student = self.export_student()[0]
+            if not is_exportable(student):
+                raise TypeError(
+                    f"the student {class_path(type(student))} cannot be exported to the zoo: it lacks "
+                    "@zoo.specs.exportable, which records its constructor arguments (wrap a timm model in "
+                    "modules.nets.vit.TimmViT)"
+                )
+        collection = self.configure_metrics()
+        if collection is not None and not len(self.stage_metrics):
+            for s in STAGES:
+                self.stage_metrics[s] = copy.deepcopy(collection)
+
+    def _weighted_sum(self, terms: dict[str, Tensor], step: str | None) -> Tensor:
+        loss = sum(self.weight_of(name, step) * value for name, value in terms.items())
+        if not torch.isfinite(loss):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+            where = f" in step {step!r}" if step else ""
+            raise FloatingPointError(
+                f"{type(self).__name__}: the training loss{where} is not finite at epoch {self.current_epoch}, "
+                f"step {self.global_step}; non-finite terms: {bad or 'none (their weighted sum overflowed)'}"
+            )
         return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        size = self.batch_size(batch)
+        if self.automatic_optimization:
+            terms = self.distill_loss(batch)
+            loss = self._weighted_sum(terms, None)
+            self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, batch_size=size)
+            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
+            return loss
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        shared = self.shared_forward(batch)
+        for step, opt in zip(self.steps, optimizers):
+            self.toggle_optimizer(opt)
+            terms = self.step_loss(step, batch, shared)
+            if terms:
+                loss = self._weighted_sum(terms, step)
+                opt.zero_grad()
+                self.manual_backward(loss)
+                opt.step()
+                logged = {f"train/{step}/{name}": value.detach() for name, value in terms.items()}
+                self.log_dict(logged, batch_size=size)
+                self.log(f"train/{step}/loss", loss.detach(), prog_bar=True, batch_size=size)
+            self.untoggle_optimizer(opt)
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        if not self.automatic_optimization:
+            schedulers = self.lr_schedulers()
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+                scheduler.step()
 
     def _eval_step(self, batch: Any, stage: str) -> None:
         metrics = self.evaluate(batch, stage)
@@ -106,23 +206,36 @@ class DistillModule(L.LightningModule):
         logged = {f"{stage}/{k}": v for k, v in metrics.items()}
         self.log_dict(logged, prog_bar=True, batch_size=self.batch_size(batch), sync_dist=True)
 
+    def _log_stage_metrics(self, stage: str) -> None:
+        if stage in self.stage_metrics:
+            values = self.stage_metrics[stage].compute()  # torchmetrics has already reduced over ranks
+            self.log_dict({f"{stage}/{k}": v.float() for k, v in values.items()}, prog_bar=True)
+            self.stage_metrics[stage].reset()
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def trainable_modules(self) -> tuple[nn.Module, ...]:
-        """What the optimiser trains: the student and the projectors (a method that trains more, such as a
-        teacher learnt jointly with the student, adds it here)."""
-        return self.student, self.projectors
+    def on_validation_epoch_end(self) -> None:
+        self._log_stage_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_stage_metrics("test")
 
     def configure_optimizers(self) -> Any:
-        params = [p for m in self.trainable_modules() for p in m.parameters() if p.requires_grad]
-        optimizer = self.optimizer(params)
-        if self.lr_scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler(optimizer)}
+        optimizers, schedulers = [], []
+        for step in self.steps:
+            params = [p for m in self.step_modules(step) for p in m.parameters() if p.requires_grad]
+            if not params:
+                raise ValueError(f"{type(self).__name__}: optimisation step {step!r} has no trainable parameters")
+            optimizers.append(self.optimizer[step](params))
+            if self.lr_scheduler is not None:
+                schedulers.append(self.lr_scheduler[step](optimizers[-1]))
+        if len(optimizers) == 1:
+            return optimizers[0] if not schedulers else {"optimizer": optimizers[0], "lr_scheduler": schedulers[0]}
+        return (optimizers, schedulers) if schedulers else optimizers
 
     def teachers(self) -> dict[str, Teacher]:
         if self.teacher is None:
@@ -134,12 +247,8 @@ class DistillModule(L.LightningModule):
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("teacher.")]:
             del state[key]
-        try:
-            spec = self.export_student()[1]
-        except TypeError:
-            spec = None
         checkpoint["distillzoo"] = {
-            "student_spec": spec,
+            "student_spec": self.export_student()[1],  # fit refused to start when there is none
             "teachers": {name: dict(t.manifest) for name, t in self.teachers().items()},
         }
 
@@ -147,3 +256,11 @@ class DistillModule(L.LightningModule):
         # Put the live teacher's tensors back so that strict loading checks the student exactly.
         if self.teacher is not None:
             checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, source: nn.Module, momentum: float) -> None:
+    """Momentum copy: every parameter of ``target`` becomes ``momentum * target + (1 - momentum) * source``
+    (GloReDi's teacher decoder; the momentum encoders of BYOL/MoCo-style methods)."""
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
