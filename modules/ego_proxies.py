@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torchmetrics import Accuracy
 
-from modules.core import DistillModule, TeacherSet, masked_mean
+from modules.core import DistillModule, TeacherSet, cosine_distance, kd_kl, masked_mean
 from zoo.specs import exportable
 
 
@@ -348,10 +348,9 @@ class SPD(_Classifier):
         w = self.weights(z, y, ce.detach())  # [K, B]
         covered = w.sum(0) > 0
         q = self.projectors["q"](c)
-        cos = 1 - F.cosine_similarity(q.unsqueeze(0), t, dim=-1)  # [K, B]
-        tau = self.temperature
-        log_s = F.log_softmax(logits / tau, -1)
-        kl = (F.softmax(z / tau, -1) * (F.log_softmax(z / tau, -1) - log_s)).sum(-1)  # KL(z_k || z_S), [K, B]
+        cos = cosine_distance(q.unsqueeze(0).expand_as(t), t, reduction="none")  # [K, B]
+        # KL(z_k || z_S) per proxy and sample, [K, B], without the T^2 factor (official SPD)
+        kl = kd_kl(logits.unsqueeze(0).expand_as(z), z, self.temperature, scale_t2=False, reduction="none")
         self.log("train/covered", covered.float().mean(), batch_size=len(y))
         lf, lz = self.weight_of("feat"), self.weight_of("kd")
         per_proxy = (w * (lf * cos + lz * kl)).sum(1) / covered.sum().clamp(min=1)  # each proxy's share of the loss

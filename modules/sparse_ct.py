@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from modules.core import DistillModule, ema_update_
+from modules.core import DistillModule, cosine_distance, ema_update_
 from zoo.specs import exportable
 from zoo.units import hu_window
 
@@ -209,7 +209,7 @@ class Reconstructor(nn.Module):
 # ----- losses ------------------------------------------------------------------------------------------
 def directional_loss(student: Tensor, teacher: Tensor) -> Tensor:
     """mean over (b, h, w) of 1 - cos(student[b, :, h, w], teacher[b, :, h, w]); [B, C, H, W] each -> scalar."""
-    return (1 - F.cosine_similarity(student, teacher, dim=1)).mean()
+    return cosine_distance(student, teacher, dim=1)
 
 
 def dct_matrix(n: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> Tensor:

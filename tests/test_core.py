@@ -131,3 +131,69 @@ def test_frozen_teacher_under_fsdp(tmp_path):
     subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=600)
     result = (tmp_path / "result.txt").read_text()
     assert "frozen=True" in result and "moved=[]" in result and "eval=True" in result
+
+
+def _fit(module, **kwargs):
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False, **kwargs)
+    trainer.fit(module, datamodule=ToyData())
+    return trainer
+
+
+class TwoSteps(ToyDistill):
+    """Two named steps: a 'critic' (the projector) then the student, to exercise manual optimisation."""
+
+    steps = ("critic", "student")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.projectors["critic"] = nn.Linear(3, 1)
+
+    def step_modules(self, step):
+        return (self.projectors,) if step == "critic" else (self.student,)
+
+    def shared_forward(self, batch):
+        return {"logits": self.student(batch[0])}
+
+    def step_loss(self, step, batch, shared):
+        if step == "critic":
+            return {"fit": self.projectors["critic"](shared["logits"].detach()).pow(2).mean()}
+        return self.distill_loss(batch)
+
+
+def test_named_steps_train_each_optimiser_on_its_own_modules_and_log_per_step():
+    module = TwoSteps(student=ToyNet(), optimizer=torch.optim.SGD)
+    student0 = {k: v.clone() for k, v in module.student.state_dict().items()}
+    critic0 = module.projectors["critic"].weight.clone()
+    trainer = _fit(module)
+    assert not module.automatic_optimization and len(trainer.optimizers) == 2
+    assert [len(o.param_groups[0]["params"]) for o in trainer.optimizers] == [2, 6]
+    assert not torch.equal(module.projectors["critic"].weight, critic0)
+    assert any(not torch.equal(v, student0[k]) for k, v in module.student.state_dict().items())
+    assert {"train/critic/fit", "train/student/ce", "train/student/loss"} <= set(trainer.logged_metrics)
+
+
+def test_an_optimiser_mapping_must_name_every_step():
+    with pytest.raises(ValueError, match=r"steps \['critic', 'student'\].*missing \['student'\]"):
+        TwoSteps(student=ToyNet(), optimizer={"critic": torch.optim.SGD})
+
+
+def test_a_student_that_cannot_export_fails_when_fit_starts():
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.net(x)
+
+    with pytest.raises(TypeError, match=r"fit does not start.*Plain cannot be exported.*@zoo.specs.exportable"):
+        _fit(ToyDistill(student=Plain()))
+
+
+def test_a_non_finite_loss_stops_the_fit_naming_the_term():
+    class NaNTerm(ToyDistill):
+        def distill_loss(self, batch):
+            return super().distill_loss(batch) | {"hint": torch.tensor(float("nan"))}
+
+    with pytest.raises(FloatingPointError, match=r"not finite at epoch 0, step 0; non-finite terms: \['hint'\]"):
+        _fit(NaNTerm(student=ToyNet()))

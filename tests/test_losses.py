@@ -67,3 +67,16 @@ def test_lfd_hfd_golden_on_a_two_node_graph():
     hfd = kl(softmax([2 / tau, 1 / tau]), softmax([1 / tau, 0.0]))
     got = hfd_loss(torch.tensor(h), torch.tensor(z), edges, tau)
     assert got.item() == pytest.approx(hfd, abs=1e-6)
+
+
+def test_kd_kl_per_row_and_cosine_distance_per_position_match_hand_worked_values():
+    student = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    teacher = torch.tensor([[math.log(3.0), 0.0], [1.0, 2.0]])
+    # row 0: p_t = (3/4, 1/4), p_s = (1/2, 1/2): KL = 3/4 ln(3/2) + 1/4 ln(1/2) = 0.130812; row 1: equal -> 0
+    rows = kd_kl(student, teacher, reduction="none")
+    assert torch.allclose(rows, torch.tensor([0.130812, 0.0]), atol=1e-6)
+    assert torch.isclose(kd_kl(student, teacher), rows.mean())
+    a, b = torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 1.0], [2.0, 2.0]])
+    assert torch.allclose(cosine_distance(a, b, reduction="none"), torch.tensor([1.0, 0.0]), atol=1e-6)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        cosine_distance(a, b, reduction="sum")

@@ -14,7 +14,7 @@ from torchmetrics import MetricCollection
 
 from modules.core.teacher import Teacher, as_teachers
 from zoo import store
-from zoo.specs import class_path, is_exportable, module_spec
+from zoo.specs import module_spec
 
 STAGES = ("val", "test")
 
@@ -146,13 +146,13 @@ class DistillModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            student = self.export_student()[0]
-            if not is_exportable(student):
+            try:
+                self.export_student()
+            except TypeError as err:
                 raise TypeError(
-                    f"the student {class_path(type(student))} cannot be exported to the zoo: it lacks "
-                    "@zoo.specs.exportable, which records its constructor arguments (wrap a timm model in "
-                    "modules.nets.vit.TimmViT)"
-                )
+                    f"{type(self).__name__}: fit does not start, since the student could not be exported to the "
+                    f"zoo afterwards: {err}. Wrap a timm model in modules.nets.vit.TimmViT."
+                ) from err
         collection = self.configure_metrics()
         if collection is not None and not len(self.stage_metrics):
             for s in STAGES:

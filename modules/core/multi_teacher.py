@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modules.core.losses import cosine_distance
 from modules.core.projectors import ProjectorKind, make_projector
 from modules.core.teacher import Teacher
 
@@ -31,9 +31,7 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 def masked_cosine_distance(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     """Mean over valid rows of ``1 - cos(student_i, teacher_i)``; student, teacher [B, D], mask [B]."""
-    if student.shape != teacher.shape:
-        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} features differ in shape")
-    return masked_mean(1.0 - F.cosine_similarity(student, teacher, dim=-1), mask)
+    return masked_mean(cosine_distance(student, teacher, reduction="none"), mask)
 
 
 class TeacherSet(nn.Module):
