@@ -553,7 +553,8 @@ class DistilCodec(DistillModule):
             bad = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
             if bad:
                 raise ValueError(
-                    f"cannot inherit the teacher's {part}: {len(bad)} tensors differ in name or shape, e.g. {bad[:3]}"
+                    f"cannot inherit the teacher's {part}: {len(bad)} tensors differ in name or shape, e.g. {bad[:3]}; "
+                    "the student needs the teacher's widths (the zoo teacher is at the scale of recipes/codec/cpu.yaml)"
                 )
             getattr(self.student, part).load_state_dict(src)
 

@@ -13,7 +13,8 @@ import torch
 import zoo
 
 PINNED = {
-    "codec-teacher-librispeech": "f657e3684957663b",
+    "codec-teacher-librispeech": "cd82562e5bcbb108",  # republished with the official stem norm and SiLU
+    "codec-teacher-librispeech-r1": "f657e3684957663b",  # the first release, as published
     "distilcodec-librispeech": "0db26815c67ea74d",
     "ffg2m-cora-gcn-mlp": "28daf9f038045924",
     "gcn-cora": "74b82f71a3213071",
