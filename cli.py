@@ -8,6 +8,7 @@ plus ``zoo list | show | verify | export | cards | evidence``.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 import tempfile
@@ -62,11 +63,34 @@ class DistillCLI(LightningCLI):
         self.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 
 
+# Output a user need not act on: Lightning's advertising tip, the warning about modules in eval mode at the
+# start of training (the frozen teacher, always in eval by design) and deprecations inside the libraries.
+QUIET_WARNINGS = (
+    (r"Found \d+ module\(s\) in eval mode", UserWarning),
+    (r".*isinstance\(treespec, LeafSpec\)", Warning),  # lightning's own use of torch's pytree API
+    (r"`torch.jit.script` is deprecated", FutureWarning),  # torchaudio / pesq internals
+    ("LightningCLI's args parameter", UserWarning),  # main(args) is the in-process entry point by design
+)
+
+
+class _DropTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet() -> None:
+    """Silence what the project knows to be intended, so a user sees progress bars and results."""
+    for message, category in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTip) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropTip())
+
+
 def lightning_main(args: list[str], run: bool = True) -> DistillCLI:
     """``run=False``: no subcommand, just build the model, datamodule and trainer that ``args`` (configs and
     overrides) describe, composed exactly as ``fit`` would (how scripts rebuild an evidence arm's data)."""
-    # main(args) is the in-process entry point; Lightning warns whenever sys.argv is non-empty too.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
+    quiet()
     return DistillCLI(
         LightningModule,
         LightningDataModule,

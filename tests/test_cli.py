@@ -116,3 +116,17 @@ def test_ddp_spawn_on_two_cpu_processes_then_load(tmp_path, monkeypatch):
     assert isinstance(student, MLP)
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     assert torch.equal(state["student.layers.0.weight"], student.layers[0].weight)
+
+
+def test_fit_output_has_no_advertising_tip_or_intended_warnings(tmp_path, capfd, recwarn):
+    """The frozen teacher's eval mode is intended and Lightning's litlogger tip is advertising: neither
+    reaches the user; the run's own output (the test table) does."""
+    import warnings
+
+    warnings.simplefilter("always")
+    cli.main(["fit", "--config=recipes/graph_mlp/tiny.yaml", "--trainer.max_epochs=1",
+              f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
+    out, err = capfd.readouterr()
+    assert "Tip" not in out + err and "litlogger" not in out + err
+    assert not [w for w in recwarn if "eval mode" in str(w.message)]
+    assert "test/acc" in out
