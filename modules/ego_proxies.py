@@ -28,7 +28,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 from torch.func import functional_call
-from torchmetrics import Accuracy
+from torchmetrics import Accuracy, MetricCollection
 
 from modules.core import DistillModule, TeacherSet, cosine_distance, kd_kl, masked_mean
 from zoo.specs import exportable
@@ -138,8 +138,10 @@ class _Classifier(DistillModule):
     input_key = "x"
     conflict_every = 0
 
-    def _setup_metrics(self, num_classes: int) -> None:
-        self.acc = nn.ModuleDict({s: Accuracy("multiclass", num_classes=num_classes) for s in ("val", "test")})
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection({"acc": Accuracy("multiclass", num_classes=self.student.head.out_features)})
+
+    def _setup_metrics(self) -> None:
         self._conflicts: list[float] = []
 
     def _track_conflicts(self, per_source: Sequence[Tensor]) -> None:
@@ -151,6 +153,7 @@ class _Classifier(DistillModule):
             self.log("train/conflict_rate", rate, batch_size=1)
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         if self._conflicts:
             self.log("test/conflict_rate", sum(self._conflicts) / len(self._conflicts))
 
@@ -159,8 +162,8 @@ class _Classifier(DistillModule):
 
     def evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
         logits = self.student(batch[self.input_key])
-        self.acc[stage](logits, batch["y"])
-        return {"acc": self.acc[stage], "loss": F.cross_entropy(logits, batch["y"])}
+        self.stage_metrics[stage].update(logits, batch["y"])
+        return {"loss": F.cross_entropy(logits, batch["y"])}
 
 
 class FeatureDistill(_Classifier):
@@ -184,7 +187,7 @@ class FeatureDistill(_Classifier):
     ) -> None:
         super().__init__(student, None, init_weights, {"cos": cos_weight}, optimizer, lr_scheduler)
         self.input_key, self.conflict_every = input_key, conflict_every
-        self._setup_metrics(self.student.head.out_features)
+        self._setup_metrics()
         if teachers:
             self.teacher_set = TeacherSet(dict.fromkeys(teachers), teachers, self.student.feature_dim)
             self.projectors = self.teacher_set.projectors  # optimised with the student, never exported
@@ -321,7 +324,7 @@ class SPD(_Classifier):
         self.register_buffer("row_of", rows, persistent=False)
         self.register_buffer("proxy_features", outputs["features"], persistent=False)
         self.register_buffer("proxy_logits", outputs["logits"], persistent=False)
-        self._setup_metrics(self.student.head.out_features)
+        self._setup_metrics()
         self.projectors["q"] = nn.Linear(self.student.feature_dim, outputs["features"].shape[-1])
 
     def proxy_rows(self, index: Tensor) -> Tensor:

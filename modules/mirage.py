@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.nn import GATConv, GCNConv, GINConv, GINEConv
 from torch_geometric.utils import scatter
-from torchmetrics import AUROC, Accuracy
+from torchmetrics import AUROC, Accuracy, MetricCollection
 
 from modules.core import DistillModule
 from zoo.specs import exportable
@@ -119,16 +119,13 @@ class GraphClassification(DistillModule):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(student=student, init_weights=init_weights, optimizer=optimizer, lr_scheduler=lr_scheduler)
-        num_classes = int(getattr(student, "init_args", {}).get("num_classes", 2))
+
+    def configure_metrics(self) -> MetricCollection:
+        """Epoch-level ROC-AUC and accuracy over the stage's graphs (not batch means)."""
+        num_classes = int(getattr(self.student, "init_args", {}).get("num_classes", 2))
         task = "binary" if num_classes == 2 else "multiclass"
         kwargs = {} if task == "binary" else {"num_classes": num_classes}
-        self.metrics = nn.ModuleDict(
-            {
-                f"{stage}_{name}": metric(task=task, **kwargs)
-                for stage in ("val", "test")
-                for name, metric in (("auroc", AUROC), ("acc", Accuracy))
-            }
-        )
+        return MetricCollection({"auroc": AUROC(task=task, **kwargs), "acc": Accuracy(task=task, **kwargs)})
 
     def batch_size(self, batch: Batch) -> int:
         return int(batch.num_graphs)
@@ -140,10 +137,8 @@ class GraphClassification(DistillModule):
         logits = self.student(batch)
         y = batch.y.view(-1)
         scores = logits.softmax(-1)[:, 1] if logits.size(-1) == 2 else logits.softmax(-1)
-        for name in ("auroc", "acc"):
-            self.metrics[f"{stage}_{name}"].update(scores, y)
-        # Metric objects are computed over the whole epoch, not averaged over batches.
-        return {name: self.metrics[f"{stage}_{name}"] for name in ("auroc", "acc")}
+        self.stage_metrics[stage].update(scores, y)
+        return {}
 
     def predict_step(self, batch: Batch, batch_idx: int = 0) -> Tensor:
         return self.student(batch).softmax(-1)

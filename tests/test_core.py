@@ -197,3 +197,29 @@ def test_a_non_finite_loss_stops_the_fit_naming_the_term():
 
     with pytest.raises(FloatingPointError, match=r"not finite at epoch 0, step 0; non-finite terms: \['hint'\]"):
         _fit(NaNTerm(student=ToyNet()))
+
+
+def test_configure_metrics_are_epoch_level_per_stage():
+    """A collection from configure_metrics is cloned per stage and logged as <stage>/<name> over the whole
+    epoch: the accuracy over 64 examples in batches of 16 equals the accuracy computed on all at once."""
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import MulticlassAccuracy
+
+    class WithMetrics(ToyDistill):
+        def configure_metrics(self):
+            return MetricCollection({"acc_epoch": MulticlassAccuracy(3, average="micro")})
+
+        def evaluate(self, batch, stage):
+            self.stage_metrics[stage].update(self.student(batch[0]), batch[1])
+            return {}
+
+    module = WithMetrics(student=ToyNet())
+    trainer = _fit(module)
+    (result,) = trainer.test(module, datamodule=ToyData(), verbose=False)
+    data = ToyData()
+    with torch.no_grad():
+        expected = (module.student.eval()(data.x).argmax(-1) == data.y).float().mean()
+    assert (
+        set(module.stage_metrics) == {"val", "test"} and module.stage_metrics["val"] is not module.stage_metrics["test"]
+    )
+    assert result["test/acc_epoch"] == pytest.approx(float(expected))
