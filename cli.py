@@ -152,6 +152,7 @@ def zoo_main(argv: list[str]) -> int:
     ev.add_argument("--arms", nargs="+", help="only these arms (by name); other rows are kept")
     ev.add_argument("--jobs", type=int, default=1, help="fits run at once, in spawned processes (default 1)")
     ev.add_argument("--keep", type=Path, help="copy each arm's seed-0 best checkpoint here, as <arm slug>.ckpt")
+    ev.add_argument("--fresh", action="store_true", help="rerun the arms' recorded runs too (after a code change)")
     opts = parser.parse_args(argv)
 
     if opts.command == "list":
@@ -180,7 +181,13 @@ def zoo_main(argv: list[str]) -> int:
     elif opts.command == "evidence":
         command = f"python cli.py zoo evidence {opts.name} --seeds {opts.seeds}"
         command += f" --jobs {opts.jobs}" if opts.jobs > 1 else ""
-        evidence.run(opts.name, opts.seeds, evidence_fit, opts.arms, opts.jobs, opts.keep, command)
+        results = evidence.run(
+            opts.name, opts.seeds, evidence_fit, opts.arms, opts.jobs, opts.keep, command, opts.fresh
+        )
+        failed = [g for g in results.get("gates", []) if g["status"] == "fail"]
+        for gate in failed:
+            print(f"error: sanity gate {gate['gate']!r} failed for {opts.name}: {gate['detail']}", file=sys.stderr)
+        return 1 if failed else 0
     return 0
 
 

@@ -296,3 +296,42 @@ def test_paired_difference_interval_matches_a_hand_worked_t_interval():
 
     # diffs 1, 2, 3: mean 2, sample std 1, t(0.975, df 2) = 4.303 -> half width 4.303 / sqrt(3) = 2.484
     assert paired_difference([1.0, 2.0, 3.0]) == {"mean": 2.0, "lo": -0.484, "hi": 4.484, "n": 3}
+
+
+def test_sanity_gates_fail_pass_wait_and_are_waived_only_by_a_stated_reason(scratch_zoo, capsys):
+    """A floor gate fails for an arm below it unless that arm waives it with a reason the card prints; a
+    comparison gate is pending until both arms have every seed; ``zoo evidence`` exits 1 on a failed gate."""
+    import yaml
+
+    from zoo import evidence
+
+    raw = yaml.safe_load((registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml").read_text())
+    arms = [{"arm": a, "role": r, "config": ["recipes/graph_mlp/tiny.yaml"]} for a, r in
+            (("baseline", "baseline"), ("distilled", "distilled"))]  # fmt: skip
+    gates = [
+        {"name": "accuracy floor", "kind": "floor", "metric": "test/acc", "value": 0.55},
+        {"name": "distilled beats baseline", "kind": "compare", "metric": "test/acc", "arm": "distilled",
+         "than": "baseline", "margin": 0.05},
+    ]  # fmt: skip
+    raw["evidence"] = {"metric": "test/acc", "scale": 100, "arms": arms, "gates": gates}
+    raw.pop("results", None)
+    registry.write_entry(raw, registry.entries_dir())
+    results = evidence.run("gcn-csbm", seeds=2, fit=fake_fit, only=["baseline"])
+    assert [g["status"] for g in results["gates"]] == ["pending", "pending"]
+    results = evidence.run("gcn-csbm", seeds=2, fit=fake_fit)
+    floor, compare = results["gates"]
+    assert floor["status"] == "fail" and "baseline 0.5" in floor["detail"]  # 0.505, under 0.55
+    assert compare["status"] == "pass"  # 0.1 better, margin 0.05
+    raw = registry.get("gcn-csbm").raw
+    raw["evidence"]["arms"][0]["waive"] = {"accuracy floor": "the no-teacher arm is expected to be weak"}
+    registry.write_entry(raw, registry.entries_dir())
+    assert cli.main(["zoo", "evidence", "gcn-csbm", "--seeds", "2"]) == 0  # fingerprints unchanged: no fits run
+    floor = registry.get("gcn-csbm").raw["results"]["gates"][0]
+    assert floor["status"] == "pass" and floor["waived"] == {"baseline": "the no-teacher arm is expected to be weak"}
+    assert "waived for baseline: the no-teacher arm is expected to be weak" in cards.render_entry(
+        registry.get("gcn-csbm").raw
+    )
+    raw["evidence"]["gates"][1]["margin"] = 0.5
+    registry.write_entry(raw, registry.entries_dir())
+    assert cli.main(["zoo", "evidence", "gcn-csbm", "--seeds", "2"]) == 1
+    assert "error: sanity gate 'distilled beats baseline' failed" in capsys.readouterr().err

@@ -76,6 +76,13 @@ def render_entry(raw: dict[str, Any]) -> str:
             )
         )
         lines.append("")
+    gates = results.get("gates") or []
+    if gates:
+        lines += ["### Sanity gates", ""]
+        for g in gates:
+            line = f"- **{g['gate']}**: {g['status']}" + (f" ({g['detail']})" if g.get("detail") else "")
+            lines.append(line + "".join(f"; waived for {arm}: {why}" for arm, why in (g.get("waived") or {}).items()))
+        lines.append("")
     paper_rows = results.get("paper_rows") or []
     if paper_rows:
         lines += ["### Published numbers", "", "| arm | value | source |", "|---|---|---|"]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from zoo import registry
 
@@ -44,12 +45,14 @@ def arm_slug(arm: dict[str, Any]) -> str:
 
 
 def fingerprint(arm: dict[str, Any], root: Path = registry.REPO_ROOT) -> str:
-    """sha256 (16 hex) of the arm's configs, overrides and the text of each config file: a recorded run
-    counts for resuming only while this is unchanged."""
+    """sha256 (16 hex) of the arm's configs, overrides and the parsed content of each config file (so an
+    edited comment does not count as a change): a recorded run counts for resuming only while this is
+    unchanged. Code changes are not seen; an arm whose code changed is rerun with ``--fresh``."""
     digest = hashlib.sha256(json.dumps({k: arm.get(k) for k in ("config", "args")}, sort_keys=True).encode())
     for config in arm["config"]:
         path = root / config
-        digest.update(path.read_bytes() if path.is_file() else config.encode())
+        content = yaml.safe_load(path.read_text()) if path.is_file() else config
+        digest.update(json.dumps(content, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
@@ -90,6 +93,62 @@ def paired_difference(diffs: list[float]) -> dict[str, float]:
     return {"mean": round(mean, 3), "lo": round(mean - half, 3), "hi": round(mean + half, 3), "n": n}
 
 
+def _arm_for(spec: dict, gate: dict, key: str) -> str | None:
+    """The arm a comparison gate names: ``arm``/``than`` by name, else ``role``/``than_role`` by role."""
+    if gate.get(key):
+        return gate[key]
+    role = gate.get({"arm": "role", "than": "than_role"}[key], {"arm": "reference", "than": "baseline"}[key])
+    return next((a["arm"] for a in spec["arms"] if a.get("role") == role), None)
+
+
+def check_gates(spec: dict, rows: list[dict], seeds: int) -> list[dict[str, str]]:
+    """Evaluate the metafile's sanity gates on the rows: ``floor`` (every arm's mean of ``metric`` is at
+    least ``value``) and ``compare`` (arm ``arm`` beats arm ``than`` on ``metric`` by ``margin``, ``better``
+    higher or lower). An arm's ``waive: {gate name: why}`` waives a gate for it, and the card prints why.
+    A gate whose arms have not all run ``seeds`` seeds is pending."""
+
+    def mean(row: dict, metric: str) -> float | None:
+        if metric == spec.get("metric", "test/acc"):
+            return row["mean"] / float(spec.get("scale", 1.0))
+        return (row.get("metrics") or {}).get(metric, {}).get("mean")
+
+    by_arm, arms = {r["arm"]: r for r in rows}, {a["arm"]: a for a in spec["arms"]}
+    outcomes = []
+    for gate in spec.get("gates") or []:
+        name, metric = gate["name"], gate["metric"]
+        if gate["kind"] == "floor":
+            involved = list(arms)
+        elif gate["kind"] == "compare":
+            involved = [_arm_for(spec, gate, "arm"), _arm_for(spec, gate, "than")]
+        else:
+            raise ValueError(f"evidence gate {name!r}: kind must be floor or compare, got {gate['kind']!r}")
+        waived = {a: arms[a]["waive"][name] for a in involved if a in arms and name in (arms[a].get("waive") or {})}
+        if any(a not in by_arm or by_arm[a]["n"] < seeds for a in involved if a not in waived):
+            outcomes.append({"gate": name, "status": "pending", "detail": "not every arm has run yet"})
+            continue
+        if gate["kind"] == "floor":
+            low = [f"{a} {mean(by_arm[a], metric):.2f}" for a in involved if a not in waived
+                   and mean(by_arm[a], metric) is not None and mean(by_arm[a], metric) < gate["value"]]  # fmt: skip
+            status, detail = ("fail", f"{metric} below {gate['value']}: " + "; ".join(low)) if low else ("pass", "")
+        else:
+            a, b = involved
+            if a in waived or b in waived:
+                status, detail = "waived", ""
+            else:
+                va, vb, margin = mean(by_arm[a], metric), mean(by_arm[b], metric), float(gate.get("margin", 0))
+                va, vb = (None if v is None else round(v, 3) for v in (va, vb))
+                sign = 1 if gate.get("better", "higher") == "higher" else -1
+                ok = va is not None and vb is not None and sign * (va - vb) > margin
+                status = "pass" if ok else "fail"
+                better = gate.get("better", "higher")
+                detail = f"{a}: {metric} {va} vs {b}: {vb} ({better} is better, margin {margin})"
+        outcome = {"gate": name, "status": status, "detail": detail}
+        if waived:
+            outcome["waived"] = waived
+        outcomes.append(outcome)
+    return outcomes
+
+
 def run(
     name: str,
     seeds: int,
@@ -98,6 +157,7 @@ def run(
     jobs: int = 1,
     keep: Path | None = None,
     command: str | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Run the arms of entry ``name`` (all, or those named in ``only``) and update its results.
 
@@ -105,7 +165,7 @@ def run(
     the row's ``metrics`` mapping when every run of the arm logged it. ``jobs`` > 1 runs arm x seed fits
     in that many spawned processes (``fit`` must then be a module-level function); the rows are the same
     as with ``jobs=1``. ``keep`` keeps each arm's seed-0 checkpoint. Runs already recorded for an
-    unchanged arm are not rerun (see the module docstring).
+    unchanged arm are not rerun (see the module docstring) unless ``fresh``.
     """
     entry = registry.get(name)
     spec = entry.raw.get("evidence")
@@ -195,5 +255,7 @@ def _write(raw: dict, spec: dict, recorded: dict[str, list[dict]], seeds: int, c
         run_time_s=round(sum(r["seconds"] for rs in recorded.values() for r in rs), 1),  # summed over runs
         runs={arm: sorted(rs, key=lambda r: r["seed"]) for arm, rs in recorded.items() if arm in by_arm},
     )
+    if spec.get("gates"):
+        results["gates"] = check_gates(spec, rows, seeds)
     results.pop("wall_time_s", None)
     registry.write_entry(raw, directory)
