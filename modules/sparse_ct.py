@@ -158,10 +158,12 @@ class FFCEncoder(nn.Module):
 class FFCDecoder(nn.Module):
     """Split the latent into (local, global) (the last ``ratio`` share of channels is global; the official
     ``ToTupleLayer`` slices the first channels, which we read as a bug), ``n_blocks`` FFC residual blocks,
-    ``n_upsampling`` transposed convs + BN + ReLU, reflect-pad + 7x7 conv, sigmoid: an image in [0, 1]."""
+    ``n_upsampling`` transposed convs + BN + ReLU, reflect-pad + 7x7 conv, sigmoid: an image in [0, 1].
+    ``residual``: no sigmoid and a zero-initialised last conv, so the output starts as 0, a correction that
+    a global skip adds to the input."""
 
     def __init__(self, out_channels: int = 1, ngf: int = 64, n_upsampling: int = 2, n_blocks: int = 2,
-                 ratio: float = 0.75) -> None:  # fmt: skip
+                 ratio: float = 0.75, residual: bool = False) -> None:  # fmt: skip
         super().__init__()
         width = ngf * 2**n_upsampling
         self.global_channels = int(width * ratio)
@@ -172,7 +174,12 @@ class FFCDecoder(nn.Module):
             up += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(c // 2),
                    nn.ReLU()]  # fmt: skip
         self.up = nn.Sequential(*up)
-        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Sigmoid())
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7))
+        if residual:
+            nn.init.zeros_(self.head[1].weight)
+            nn.init.zeros_(self.head[1].bias)
+        else:
+            self.head.append(nn.Sigmoid())
 
     def forward(self, latent: Tensor) -> Tensor:
         g = self.global_channels
@@ -185,14 +192,18 @@ class FFCDecoder(nn.Module):
 @exportable
 class Reconstructor(nn.Module):
     """Image-domain CT reconstructor: FBP image mu [B, 1, H, W] -> reconstruction mu [B, 1, H, W].
-    ``both(x)`` also returns the latent (global representation). H and W must divide by 2^n_downsampling."""
+    ``both(x)`` also returns the latent (global representation). H and W must divide by 2^n_downsampling.
+    ``global_skip`` is the official ``GloRei_Basic.basic_forward`` option (output = decoder + input, off in
+    the paper's runs); here its decoder also starts at zero (a residual head), so training starts from the
+    FBP input itself. Its latent then encodes a correction to the input, not the image."""
 
     def __init__(self, ngf: int = 64, n_downsampling: int = 2, e_blocks: int = 7, d_blocks: int = 2,
-                 ratio: float = 0.75, in_channels: int = 1) -> None:  # fmt: skip
+                 ratio: float = 0.75, in_channels: int = 1, global_skip: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.stride = 2**n_downsampling
+        self.global_skip = global_skip
         self.encoder = FFCEncoder(in_channels, ngf, n_downsampling, e_blocks, ratio)
-        self.decoder = FFCDecoder(in_channels, ngf, n_downsampling, d_blocks, ratio)
+        self.decoder = FFCDecoder(in_channels, ngf, n_downsampling, d_blocks, ratio, residual=global_skip)
 
     def both(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.ndim != 4 or x.shape[-1] % self.stride or x.shape[-2] % self.stride:
@@ -200,7 +211,8 @@ class Reconstructor(nn.Module):
                 f"expected images [B, C, H, W] with H and W divisible by {self.stride}, got {tuple(x.shape)}"
             )
         latent = self.encoder(x)
-        return self.decoder(latent), latent
+        out = self.decoder(latent)
+        return (out + x if self.global_skip else out), latent
 
     def forward(self, x: Tensor) -> Tensor:
         return self.both(x)[0]
@@ -311,7 +323,9 @@ class GloReDi(DistillModule):
     ``theta_dis`` and ``theta_scl`` weight the directional and band-pass contrastive terms on the first
     ``channel_ratio`` of the latent channels (``theta_scl=0`` turns the latter off). The last
     ``finetune_epochs`` epochs train the student with the pixel loss only. The reference is ``full``
-    (the full-view FBP, as in the official code).
+    (the full-view FBP, as in the official code). ``input_key="full"`` feeds the student the reference
+    itself: the self-reconstruction warm start (official ``resume_from_selfrecon``) from which teacher and
+    student both start, through ``init_weights``.
     """
 
     def __init__(
@@ -328,11 +342,17 @@ class GloReDi(DistillModule):
         momentum: float = 0.0,
         finetune_epochs: int = 9,
         loss_scale_factor: float = 3.0,
+        input_key: Literal["sparse", "full"] = "sparse",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         if distill not in ("cosine", "l2", "l1", "none"):
             raise ValueError(f"distill must be cosine, l2, l1 or none, got {distill!r}")
+        if input_key == "full" and distill != "none":
+            raise ValueError(
+                "input_key='full' is the self-reconstruction warm start: it trains no teacher (distill none)"
+            )
+        self.input_key = input_key
         # the jointly trained teacher is an optimisation step of its own; the student alone has one step
         self.steps = ("student",) if distill == "none" else ("teacher", "student")
         super().__init__(student, None, init_weights, {"dir": theta_dis, "scl": theta_scl}, optimizer, lr_scheduler)
@@ -348,8 +368,9 @@ class GloReDi(DistillModule):
         self.scale_student = LossScaler(factor=loss_scale_factor)
 
     def configure_metrics(self) -> MetricCollection:
-        """PSNR and SSIM (HU window) of the student, of its FBP input and, when trained, of the teacher."""
-        sources = ["", "_fbp"] + (["_teacher"] if self.distill != "none" else [])
+        """PSNR and SSIM (HU window) of the student, of its FBP input and, when trained, of the teacher and
+        of the teacher's own FBP input (a teacher that does not beat it has nothing to teach)."""
+        sources = ["", "_fbp"] + (["_teacher", "_teacher_input"] if self.distill != "none" else [])
         metrics = {}
         for src in sources:
             metrics[f"psnr{src}"] = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
@@ -377,6 +398,11 @@ class GloReDi(DistillModule):
         # and skips parameters without a gradient, so this is the official single optimiser over E1, E2, D.
         return (self.teacher_encoder,) if step == "teacher" else super().trainable_modules()
 
+    def teacher_forward(self, x: Tensor) -> Tensor:
+        """E2 -> D2 on the teacher's views (plus the input, as the student, with ``global_skip``)."""
+        out = self.teacher_decoder(self.teacher_encoder(x))
+        return out + x if self.student.global_skip else out
+
     def step_loss(self, step: str, batch: dict[str, Tensor], shared: dict[str, Any]) -> dict[str, Tensor]:
         """``teacher``: D2 follows D by momentum, then E2 -> D2 on the teacher's views learns the pixel loss.
         ``student``: E1 -> D on the sparse views, plus the latent terms against the updated teacher."""
@@ -385,9 +411,9 @@ class GloReDi(DistillModule):
             if self.finetuning:
                 return {}
             ema_update_(self.teacher_decoder, self.student.decoder, self.momentum)
-            out = self.teacher_decoder(self.teacher_encoder(batch["teacher"]))
+            out = self.teacher_forward(batch["teacher"])
             return {"pixel": self.scale_teacher(F.smooth_l1_loss(out, gt))}
-        out, latent = self.student.both(batch["sparse"])
+        out, latent = self.student.both(batch[self.input_key])
         if self.finetuning:
             return {"pixel": F.smooth_l1_loss(out, gt)}
         terms = {"pixel": self.scale_student(F.smooth_l1_loss(out, gt))}
@@ -406,9 +432,10 @@ class GloReDi(DistillModule):
 
     def evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Any]:
         ref = hu_window(batch["full"])
-        outputs = {"": self.student(batch["sparse"]), "_fbp": batch["sparse"]}
+        outputs = {"": self.student(batch[self.input_key]), "_fbp": batch["sparse"]}
         if self.distill != "none":
-            outputs["_teacher"] = self.teacher_decoder(self.teacher_encoder(batch["teacher"]))
+            outputs["_teacher"] = self.teacher_forward(batch["teacher"])
+            outputs["_teacher_input"] = batch["teacher"]
         for src, image in outputs.items():
             for m in ("psnr", "ssim"):
                 self.stage_metrics[stage][f"{m}{src}"].update(hu_window(image), ref)

@@ -164,3 +164,16 @@ def test_trained_student_exports_to_the_zoo_and_reloads_identically(tmp_path, mo
     x = torch.rand(2, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(net.eval()(x), module.student.eval()(x))
+
+
+def test_global_skip_starts_from_the_input_and_self_reconstruction_needs_no_teacher():
+    """With the official global skip and a zero-initialised residual head, an untrained reconstructor returns
+    its FBP input exactly (route B of the evidence); the self-reconstruction stage refuses a teacher."""
+    torch.manual_seed(0)
+    net = Reconstructor(ngf=8, e_blocks=1, d_blocks=1, global_skip=True)
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.equal(net(x), x)
+    plain = Reconstructor(ngf=8, e_blocks=1, d_blocks=1)
+    assert not torch.allclose(plain(x), x, atol=1e-2) and plain(x).min() >= 0  # sigmoid head: an image in [0, 1]
+    with pytest.raises(ValueError, match="self-reconstruction warm start: it trains no teacher"):
+        GloReDi(Reconstructor(ngf=8, e_blocks=1, d_blocks=1), distill="cosine", input_key="full")
