@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -24,15 +23,16 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.timing import time_call  # noqa: E402
 
 
-def codec(entry: str, recipe: str):
+def codec(entry: str, recipes: list[str]):
+    """The zoo entry, or (without it) the recipe's network at random init, built through the CLI."""
+    import cli
     import zoo
-    from modules.codec import Codec
 
     try:
         return zoo.load(entry), f"zoo:{entry}"
     except (KeyError, ValueError, FileNotFoundError):
-        init = yaml.safe_load((ROOT / recipe).read_text())["model"]["init_args"]["student"]["init_args"]
-        return Codec(**init), f"random init ({recipe})"
+        built = cli.lightning_main([*(f"--config={r}" for r in recipes), "--model.init_args.teacher=null"], run=False)
+        return built.model.student, f"random init ({' + '.join(recipes)})"
 
 
 def main() -> None:
@@ -44,8 +44,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = {}
     for role, entry, recipe in (
-        ("teacher", "codec-teacher-librispeech", "recipes/codec/teacher.yaml"),
-        ("student", "distilcodec-librispeech", "recipes/codec/distill.yaml"),
+        ("teacher", "codec-teacher-librispeech", ["recipes/codec/teacher.yaml", "recipes/codec/cpu.yaml"]),
+        ("student", "distilcodec-librispeech", ["recipes/codec/distill.yaml", "recipes/codec/cpu.yaml"]),
     ):
         net, source = codec(entry, recipe)
         net = net.to(args.device).eval()
