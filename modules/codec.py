@@ -13,6 +13,9 @@ trains with the ordinary codec losses. The official latent-matching distiller
 (``MultiGroupDistillation``: beta * MSE(q_S, q_T) + gamma * MSE(q~_S, W q~_T) on the codebook-space
 codes, W block-diagonal per teacher group) exists but is off; here it is ``latent_weight`` /
 ``quantized_weight`` (0 by default).
+
+One file over the usual 600 lines because it is one cohesive thing: the codec, its discriminators, losses
+and metric exist only for this method and change together (no other method uses a GAN codec).
 """
 
 from __future__ import annotations

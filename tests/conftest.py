@@ -29,6 +29,7 @@ def scratch_zoo(tmp_path, monkeypatch):
         d.mkdir()
     monkeypatch.setenv("DISTILLZOO_ENTRIES", str(entries))
     monkeypatch.setenv("DISTILLZOO_CACHE", str(cache))
+    monkeypatch.setenv("DISTILLZOO_WEIGHTS", str(weights))
     return {"entries": entries, "weights": weights, "cache": cache / "weights"}
 
 

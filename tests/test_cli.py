@@ -112,6 +112,7 @@ def test_ddp_spawn_on_two_cpu_processes_then_load(tmp_path, monkeypatch):
     meta = {"method": "FF-G2M", "task": "node-classification"}
     export.export(ckpt, "ddp-student", meta, tmp_path / "weights", tmp_path / "entries")
     monkeypatch.setenv("DISTILLZOO_ENTRIES", str(tmp_path / "entries"))
+    monkeypatch.setenv("DISTILLZOO_WEIGHTS", str(tmp_path / "weights"))
     student = zoo.load("ddp-student")
     assert isinstance(student, MLP)
     state = torch.load(ckpt, weights_only=True)["state_dict"]

@@ -335,3 +335,22 @@ def test_sanity_gates_fail_pass_wait_and_are_waived_only_by_a_stated_reason(scra
     registry.write_entry(raw, registry.entries_dir())
     assert cli.main(["zoo", "evidence", "gcn-csbm", "--seeds", "2"]) == 1
     assert "error: sanity gate 'distilled beats baseline' failed" in capsys.readouterr().err
+
+
+def test_names_and_weights_paths_are_confined(scratch_zoo, toy_ckpt, tmp_path):
+    """A traversal name, an absolute path or a trailing newline is not an entry name; a metafile whose
+    weights.file points outside the weights folder is refused; --overwrite never deletes a file outside it."""
+    for bad in ("../../etc/passwd", "/etc/hosts", "toy\n", "a/b", "..", "Toy"):
+        with pytest.raises(ValueError, match="must be lowercase"):
+            zoo.get(bad)
+    ckpt, _ = toy_ckpt
+    export.export(ckpt, "toy-student", META, scratch_zoo["weights"])
+    raw = registry.get("toy-student").raw
+    outside = tmp_path / "users-own-file.safetensors"
+    outside.write_bytes(b"precious")
+    raw["weights"]["file"] = str(outside)
+    registry.write_entry(raw, registry.entries_dir())
+    with pytest.raises(ValueError, match="lies outside the weights folder"):
+        zoo.load("toy-student")
+    export.export(ckpt, "toy-student", META, scratch_zoo["weights"], overwrite=True)
+    assert outside.read_bytes() == b"precious"

@@ -44,11 +44,10 @@ def publish(
     safetensors orders several keys at random, and the file's bytes (hence its sha256 and name) must
     depend on the content alone, so that re-exporting the same thing is a no-op.
     """
-    if not registry.NAME_PATTERN.match(name):
-        raise ValueError(f"zoo entry name {name!r} must be lowercase letters, digits, '-' or '.'")
+    registry.check_name(name)
     if metadata and len(metadata) > 1:
         raise ValueError("give at most one safetensors metadata key, or the file bytes are not reproducible")
-    weights_dir = weights_dir or registry.REPO_ROOT / "checkpoints"
+    weights_dir = weights_dir or registry.weights_dir()
     entries_dir = entries_dir or registry.entries_dir()
     entry_path = entries_dir / f"{name}.yaml"
     if entry_path.exists() and not overwrite:
@@ -78,8 +77,13 @@ def publish(
     except BaseException:
         weights_path.unlink(missing_ok=True)
         raise
-    if old_file and (registry.REPO_ROOT / old_file).resolve() != weights_path.resolve():
-        (registry.REPO_ROOT / old_file).unlink(missing_ok=True)
+    if old_file:
+        try:  # only a file inside the weights folder is ever deleted
+            old_path = registry.confined_weights_file(entry_path, str(old_file))
+        except ValueError:
+            old_path = None
+        if old_path is not None and old_path != weights_path.resolve():
+            old_path.unlink(missing_ok=True)
     return weights_path
 
 

@@ -19,7 +19,33 @@ from zoo.files import atomic_write_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENTRIES_DIR = Path(__file__).resolve().parent / "entries"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]*")  # matched in full (re.fullmatch): no trailing newline
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid entry name (lowercase letters, digits, '-', '.'; no '..'), else ValueError."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise ValueError(f"zoo entry name {name!r} must be lowercase letters, digits, '-' or '.' (no '..', no '/')")
+    return name
+
+
+def weights_dir() -> Path:
+    """The folder every entry's weights file must lie in: ``$DISTILLZOO_WEIGHTS``, else ``checkpoints/``."""
+    return Path(os.environ.get("DISTILLZOO_WEIGHTS", REPO_ROOT / "checkpoints"))
+
+
+def confined_weights_file(entry_path: Path, file: str) -> Path:
+    """The entry's ``weights.file`` resolved inside :func:`weights_dir` or the repository's published
+    ``checkpoints/``; anything else is refused."""
+    path = Path(file)
+    path = (path if path.is_absolute() else REPO_ROOT / path).resolve()
+    roots = {weights_dir().resolve(), (REPO_ROOT / "checkpoints").resolve()}
+    if not any(path.is_relative_to(root) for root in roots):
+        folders = " or ".join(sorted(map(str, roots)))
+        raise ValueError(f"zoo entry {entry_path}: weights.file {file!r} lies outside the weights folder {folders}")
+    return path
+
+
 REQUIRED_KEYS = ("name", "method", "task", "weights")
 
 
@@ -84,6 +110,7 @@ def get(name: str) -> Entry:
     """The entry called ``name``; an unknown name fails with the closest known names."""
     if name.startswith("zoo:"):
         name = name[4:]
+    check_name(name)
     path = entries_dir() / f"{name}.yaml"
     if not path.is_file():
         known = list_entries()
@@ -95,9 +122,7 @@ def get(name: str) -> Entry:
 
 def write_entry(raw: dict[str, Any], directory: Path | None = None) -> Path:
     """Validate and atomically write a metafile; returns its path."""
-    name = str(raw.get("name", ""))
-    if not NAME_PATTERN.match(name):
-        raise ValueError(f"zoo entry name {name!r} must be lowercase letters, digits, '-' or '.'")
+    name = check_name(str(raw.get("name", "")))
     path = (directory or entries_dir()) / f"{name}.yaml"
     text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=100)
     atomic_write_bytes(path, text.encode())

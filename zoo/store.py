@@ -80,7 +80,7 @@ def download(url: str, dest: Path, expected: str, label: str) -> Path:
 def entry_file(entry: registry.Entry) -> Path:
     """A verified local file for the entry: the repo copy, else the cache, else a download."""
     local = entry.weights.get("file")
-    candidates = [registry.REPO_ROOT / local] if local else []
+    candidates = [registry.confined_weights_file(entry.path, str(local))] if local else []
     candidates.append(cache_dir() / cache_name(entry))
     for path in candidates:
         if path.is_file():
