@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shutil
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def lightning_main(args: list[str], run: bool = True) -> DistillCLI:
         subclass_mode_data=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False},  # console_main prints the report and its root cause last
         trainer_defaults={
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
             # mixed precision wherever a GPU is present; a recipe or --trainer.precision overrides it
@@ -199,8 +201,28 @@ def main(args: list[str] | None = None) -> Any:
     return lightning_main(args)
 
 
+NOISE = re.compile(r"^(- )?(Expected a <class 'NoneType'>|Given value|Subtypes:|Errors:|Does not validate against)")
+
+
+def root_cause(message: str) -> str:
+    """The innermost line of a jsonargparse error (it nests a constructor's message inside every Union it
+    tried), so the user reads the actual problem instead of the Namespace dump."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    causes = [line.removeprefix("- ") for line in lines if not NOISE.match(line)]
+    return causes[-1] if causes else message.strip().splitlines()[-1]
+
+
 def console_main() -> None:
-    result = main()
+    """The ``distillzoo`` / ``python cli.py`` entry point: a bad option or value ends with ``error: <the
+    problem>`` as the last line (after jsonargparse's full report above it)."""
+    try:
+        result = main()
+    except (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, FloatingPointError) as err:
+        print(f"error: {root_cause(str(err))}", file=sys.stderr)
+        sys.exit(2)
+    except argparse.ArgumentError as err:  # jsonargparse's report in full, then its root cause last
+        print(f"{err}\nerror: {root_cause(str(err))}", file=sys.stderr)
+        sys.exit(2)
     if isinstance(result, int):
         sys.exit(result)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -135,7 +136,9 @@ def resolve(source: str) -> Weights:
     else:
         path = Path(source).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"weights file {path} does not exist")
+            scheme = re.match(r"([A-Za-z]{1,5}):(?!//)", source)
+            hint = f"; did you mean zoo:{source[scheme.end() :]}?" if scheme else ""
+            raise FileNotFoundError(f"weights file {path} does not exist{hint}")
         sha = sha256_file(path)
     tensors, metadata = read_safetensors(path)
     spec = json.loads(metadata[SPEC_KEY]) if SPEC_KEY in metadata else None
