@@ -14,7 +14,8 @@ Pipeline, as pure functions (tensors and ints in, plain data out; no Lightning, 
    (official: ``pyfpgrowth.find_frequent_patterns`` in ``data_utils.py::pyfpgrowth_wrapper``).
 5. :func:`build_distilled_graphs`: one sample per pattern, the disjoint union of its trees with edges directed
    child -> parent and the roots marked (``utils.py::disjointed_union`` and ``roots_to_embed``).
-   :func:`mine` runs 1-5 in one call; :func:`tensor_bytes` measures compression.
+   :func:`mine` runs 1-5 in one call, :class:`MirageMiner` wraps it as the callable a recipe hands to
+   ``datamodules.graphs.MirageDataModule(miner=...)``; :func:`tensor_bytes` measures compression.
 
 Departures from the official code, all deliberate:
 
@@ -65,7 +66,10 @@ from mlxtend.frequent_patterns import fpgrowth
 from torch import Tensor
 from torch_geometric.data import Data
 
+from zoo.datasets import tensor_bytes  # re-exported: the data-size measure lives in the bottom layer
+
 __all__ = [
+    "MirageMiner",
     "MiningResult",
     "Tree",
     "TreeVocabulary",
@@ -579,17 +583,6 @@ def build_distilled_graphs(
     return out
 
 
-def tensor_bytes(graphs: Iterable[Data]) -> int:
-    """Bytes of ``x``, ``edge_index``, ``edge_attr``, ``root_mask`` and ``y`` (those present) over ``graphs``."""
-    total = 0
-    for g in graphs:
-        for key in ("x", "edge_index", "edge_attr", "root_mask", "y"):
-            t = getattr(g, key, None)
-            if isinstance(t, Tensor):
-                total += t.numel() * t.element_size()
-    return total
-
-
 # ----------------------------------------------------------------------------------------------------------
 # One-call entry point
 # ----------------------------------------------------------------------------------------------------------
@@ -739,3 +732,65 @@ def mine(
         mining_seconds=mining_seconds,
         build_seconds=build_seconds,
     )
+
+
+class MirageMiner:
+    """Mirage's distillation (Gupta et al., ICLR 2024, Sec. 3; official ``ogbg-molhiv/mine_trees.py``) as a
+    callable: ``miner(train_graphs) -> distilled samples``, i.e. :func:`mine` with these arguments.
+
+    A recipe builds it (``data.init_args.miner: {class_path: modules.mirage_mining.MirageMiner, init_args:
+    {depth: 2, support: 0.1}}``) and hands it to ``datamodules.graphs.MirageDataModule``, so the datamodule gets
+    the mined set as data and never imports a method. The one-hot widths of the samples are those of the
+    graphs it is given (``x`` of the first graph; ``edge_attr`` of the first graph with one, else none), unless
+    ``num_node_labels`` / ``num_edge_labels`` fix them. After a call, ``result`` is the :class:`MiningResult`
+    and ``stats`` its times (``extraction_seconds``, ``mining_seconds``).
+    """
+
+    def __init__(
+        self,
+        depth: int = 2,
+        support: float | dict[int, int] = 0.1,
+        drop_shared: bool = False,
+        min_tree_count: int = 0,
+        max_len: int | None = None,
+        num_node_labels: int | None = None,
+        num_edge_labels: int | None = None,
+    ) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.depth, self.support, self.drop_shared = depth, support, drop_shared
+        self.min_tree_count, self.max_len = min_tree_count, max_len
+        self.num_node_labels, self.num_edge_labels = num_node_labels, num_edge_labels
+        self.result: MiningResult | None = None
+
+    def __call__(self, graphs: list[Data]) -> list[Data]:
+        if not graphs:
+            raise ValueError("no graphs to mine")
+        num_node_labels = self.num_node_labels
+        if num_node_labels is None and graphs[0].x is not None:
+            num_node_labels = int(graphs[0].x.size(-1))
+        num_edge_labels = self.num_edge_labels
+        if num_edge_labels is None:
+            edge_attr = next((g.edge_attr for g in graphs if g.get("edge_attr") is not None), None)
+            num_edge_labels = 0 if edge_attr is None else int(edge_attr.size(-1)) if edge_attr.dim() > 1 else 1
+        self.result = mine(
+            graphs,
+            self.depth,
+            self.support,
+            num_node_labels=num_node_labels,
+            num_edge_labels=num_edge_labels,
+            drop_shared=self.drop_shared,
+            min_tree_count=self.min_tree_count,
+            max_len=self.max_len,
+        )
+        return list(self.result.graphs)
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """The last call's ``extraction_seconds`` and ``mining_seconds`` (empty before a call)."""
+        if self.result is None:
+            return {}
+        return {"extraction_seconds": self.result.extraction_seconds, "mining_seconds": self.result.mining_seconds}
+
+    def __repr__(self) -> str:
+        return f"MirageMiner(depth={self.depth}, support={self.support!r}, drop_shared={self.drop_shared})"

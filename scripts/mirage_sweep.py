@@ -24,7 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cli  # noqa: E402
+from datamodules.graphs import MirageDataModule  # noqa: E402
+from modules.mirage_mining import MirageMiner  # noqa: E402
 from zoo import registry  # noqa: E402
+
+
+def mirage_datamodule(data: dict, support: float) -> MirageDataModule:
+    """The entry's ``sweep.data`` datamodule arguments (``depth`` goes to the miner) mining at ``support``."""
+    data = dict(data)
+    miner = MirageMiner(depth=data.pop("depth", 2), support=support)
+    return MirageDataModule(**data, miner=miner)
 
 
 def main() -> None:
@@ -51,7 +60,7 @@ def main() -> None:
                 "args": [
                     *sweep_spec.get("args", []),
                     f"--data.init_args.train_on={arm}",
-                    f"--data.init_args.support={support}",
+                    f"--data.init_args.miner.init_args.support={support}",
                 ],
             }
             tests, vals = [], []
@@ -69,10 +78,7 @@ def main() -> None:
                 row[f"{arm}_test"] = round(100 * statistics.fmean(tests), 2)
                 row[f"{arm}_test_std"] = round(100 * statistics.stdev(tests), 2) if len(tests) > 1 else 0.0
         if "mirage_val" in row:
-            from datamodules.graphs import MirageDataModule
-
-            dm_args = {k: v for k, v in sweep_spec.get("data", {}).items()}
-            dm = MirageDataModule(**dm_args, support=support)
+            dm = mirage_datamodule(sweep_spec.get("data", {}), support)
             dm.setup()
             row.update(samples=dm.stats["train_graphs"], compression=round(dm.stats["compression"], 5))
         rows.append(row)

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from datamodules.graphs import MirageDataModule  # noqa: E402
+from modules.mirage_mining import MirageMiner  # noqa: E402
 from zoo import export, registry  # noqa: E402
 
 RECIPE = "recipes/mirage/distill.yaml"
@@ -23,7 +24,11 @@ RECIPE = "recipes/mirage/distill.yaml"
 def arms(base: list[str], support: float) -> list[dict]:
     out = []
     for conv in ("gin", "gcn"):
-        common = [*base, f"--model.init_args.student.init_args.conv={conv}", f"--data.init_args.support={support}"]
+        common = [
+            *base,
+            f"--model.init_args.student.init_args.conv={conv}",
+            f"--data.init_args.miner.init_args.support={support}",
+        ]
         for arm, extra in (
             ("full training set", ["--data.init_args.train_on=full"]),
             ("Mirage", ["--data.init_args.train_on=mirage"]),
@@ -46,7 +51,9 @@ def main() -> None:
     entry = registry.get(args.name)
     sweep = entry.raw["sweep"]
     support = float(entry.raw["results"]["sweep"]["chosen_support"])
-    dm = MirageDataModule(**sweep["data"], support=support)
+    data = dict(sweep["data"])  # the datamodule's arguments, but depth is the miner's
+    miner = MirageMiner(depth=data.pop("depth", 2), support=support)
+    dm = MirageDataModule(**data, miner=miner)
     dm.setup()
     stats = {k: round(v, 5) if isinstance(v, float) else v for k, v in dm.stats.items()}
     fields = {

@@ -153,7 +153,7 @@ def small(**kwargs):
 def test_cache_reused_recomputed_and_keyed_by_geometry(cache, monkeypatch):
     calls = []
     real = ct.simulate
-    monkeypatch.setattr(ct, "simulate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(ct.sparse_view, "simulate", lambda *a, **k: calls.append(1) or real(*a, **k))
     dm = small()
     dm.setup()
     assert len(calls) == 6 and not dm.from_cache

@@ -9,7 +9,7 @@ from torch_geometric.data import Batch, Data
 import cli
 from datamodules.graphs import MirageDataModule, random_subset
 from modules.mirage import MirageGNN, graph_pool
-from modules.mirage_mining import computation_trees, mine, tensor_bytes
+from modules.mirage_mining import MirageMiner, computation_trees, mine, tensor_bytes
 
 TINY = "recipes/mirage/tiny.yaml"
 SMALL = {"num_graphs": 120}
@@ -55,12 +55,13 @@ def test_graph_pool_variants():
 
 
 def test_datamodule_arms_and_budget():
-    mirage = MirageDataModule(synthetic=SMALL, depth=1, support=0.3, drop_shared=True)
+    mirage = MirageDataModule(synthetic=SMALL, miner=MirageMiner(depth=1, support=0.3, drop_shared=True))
     mirage.setup()
     assert all(g.root_mask.any() for g in mirage.train_set)
     assert 0 < mirage.stats["compression"] < 0.05
     assert mirage.stats["train_bytes"] == tensor_bytes(mirage.train_set)
-    rnd = MirageDataModule(synthetic=SMALL, depth=1, support=0.3, drop_shared=True, train_on="random", subset_seed=1)
+    miner = MirageMiner(depth=1, support=0.3, drop_shared=True)
+    rnd = MirageDataModule(synthetic=SMALL, miner=miner, train_on="random", subset_seed=1)
     rnd.setup()
     assert rnd.stats["train_bytes"] >= mirage.stats["train_bytes"]
     assert {int(g.y) for g in rnd.train_set} == {0, 1}
@@ -72,6 +73,28 @@ def test_datamodule_arms_and_budget():
     assert [g.num_nodes for g in full.test_set] == [g.num_nodes for g in mirage.test_set]
 
 
+def test_the_miner_is_data_in_and_out_and_mining_parameters_say_where_they_go():
+    seen = []
+
+    def first_two_per_class(graphs):  # any callable list[Data] -> list[Data] is a miner
+        seen.append(len(graphs))
+        return [g for c in (0, 1) for g in [g for g in graphs if int(g.y) == c][:2]]
+
+    dm = MirageDataModule(synthetic=SMALL, miner=first_two_per_class)
+    dm.setup()
+    assert seen == [len(dm.split_indices["train"])] and len(dm.train_set) == 4
+    assert "extraction_seconds" not in dm.stats and "miner" not in dm.hparams  # objects are not hyperparameters
+    mined = MirageDataModule(synthetic=SMALL, miner=MirageMiner(depth=1, support=0.3, drop_shared=True))
+    mined.setup()
+    assert mined.stats["extraction_seconds"] >= 0 and mined.stats["mining_seconds"] >= 0
+    with pytest.raises(ValueError, match=r"support=0.6 given.*--data.init_args.miner.init_args.support"):
+        MirageDataModule(synthetic=SMALL, support=0.6)
+    with pytest.raises(ValueError, match=r"train_on='mirage' needs the distilled set.*modules.mirage_mining"):
+        MirageDataModule(synthetic=SMALL)
+    MirageDataModule(synthetic=SMALL, train_on="full")  # the full arm needs no miner
+    MirageDataModule(synthetic=SMALL, train_on="random", budget_bytes=5000)  # nor a random arm with a budget
+
+
 def test_random_subset_is_seeded_and_meets_the_budget():
     graphs = MirageDataModule(synthetic=SMALL, train_on="full")
     graphs.setup()
@@ -81,7 +104,7 @@ def test_random_subset_is_seeded_and_meets_the_budget():
 
 
 def test_too_high_support_names_the_largest_usable_one():
-    dm = MirageDataModule(synthetic=SMALL, depth=2, support=0.9)
+    dm = MirageDataModule(synthetic=SMALL, miner=MirageMiner(depth=2, support=0.9))
     with pytest.raises(ValueError, match="largest usable support for this class is"):
         dm.setup()
 
@@ -89,7 +112,7 @@ def test_too_high_support_names_the_largest_usable_one():
 def test_distilled_set_round_trips_through_the_zoo(scratch_zoo):
     from zoo import export
 
-    dm = MirageDataModule(synthetic=SMALL, depth=1, support=0.3, drop_shared=True)
+    dm = MirageDataModule(synthetic=SMALL, miner=MirageMiner(depth=1, support=0.3, drop_shared=True))
     dm.setup()
     export.export_graphs(
         dm.train_set, "mirage-toy", {"method": "Mirage", "task": "graph-classification"}, scratch_zoo["weights"]
@@ -130,8 +153,8 @@ def test_tiny_recipe_runs_through_the_cli(tmp_path):
             "--trainer.enable_model_summary=false",
             f"--trainer.default_root_dir={tmp_path}",
             "--data.init_args.synthetic.num_graphs=120",
-            "--data.init_args.depth=1",
-            "--data.init_args.drop_shared=true",
+            "--data.init_args.miner.init_args.depth=1",
+            "--data.init_args.miner.init_args.drop_shared=true",
         ]
     )
     assert 0.0 <= result.test_metrics["test/auroc"] <= 1.0

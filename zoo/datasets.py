@@ -1,9 +1,9 @@
 """Distilled datasets in the zoo: a list of PyG graphs stored as flat safetensors and loaded back as an
-``InMemoryDataset`` (``zoo.load`` of an entry whose ``kind`` is ``dataset``)."""
+``InMemoryDataset`` (``zoo.load`` of an entry whose ``kind`` is ``dataset``), and their size in bytes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch_geometric.data import Data, InMemoryDataset
@@ -39,3 +39,15 @@ def graphs_to_tensors(graphs: Sequence[Data]) -> dict[str, torch.Tensor]:
     out = {f"data.{k}": v.contiguous() for k, v in data.to_dict().items() if isinstance(v, torch.Tensor)}
     out.update({f"slices.{k}": v.contiguous() for k, v in slices.items() if f"data.{k}" in out})
     return out
+
+
+def tensor_bytes(graphs: Iterable[Data]) -> int:
+    """Bytes of ``x``, ``edge_index``, ``edge_attr``, ``root_mask`` and ``y`` (those present) over ``graphs``: the
+    data size a distilled set is compared by (Mirage's compression ratio)."""
+    total = 0
+    for g in graphs:
+        for key in ("x", "edge_index", "edge_attr", "root_mask", "y"):
+            t = getattr(g, key, None)
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total

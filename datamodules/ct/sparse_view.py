@@ -1,10 +1,8 @@
 """Sparse-view CT datamodule for distillation from a teacher that sees more views (GloReDi): each slice comes as
 filtered back-projections (FBP) from ``views`` (the student's input), ``teacher_views`` (the teacher's input)
 and ``full_views`` projections (the target). Sources: DICOM series (one patient per folder), DeepLesion's 16-bit
-PNGs, or an embedded default of random head phantoms (:mod:`datamodules.synthetic.phantoms`).
-
-The official code simulates a fan beam with torch-radon on the GPU; here scikit-image's parallel-beam
-``radon``/``iradon`` run on the CPU once per slice in ``setup()`` and the result is cached on disk.
+PNGs, or an embedded default of random head phantoms (:mod:`datamodules.synthetic.phantoms`). Slices are
+simulated once per slice in ``setup()`` (:mod:`datamodules.ct.simulation`) and the result is cached on disk.
 """
 
 from __future__ import annotations
@@ -17,261 +15,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.graphs import distillzoo_cache_dir
-from zoo.files import atomic_write_bytes
-from zoo.units import MU_WATER, hu_to_mu, hu_window, mu_to_hu  # noqa: F401  (re-exported)
+from datamodules.base import BaseDataModule
+from datamodules.ct.readers import read_deeplesion_png, read_dicom_series
+from datamodules.ct.simulation import check_slice, check_views, default_pixel_size, simulate
+from datamodules.splits import SPLITS, grouped_split
+from zoo.files import atomic_write_bytes, cache_root
+from zoo.units import hu_to_mu
 
-__all__ = [
-    "CTDataModule",
-    "MU_WATER",
-    "circle_mask",
-    "default_pixel_size",
-    "group_split",
-    "hu_to_mu",
-    "hu_window",
-    "mu_to_hu",
-    "read_deeplesion_png",
-    "read_dicom_folder",
-    "simulate",
-    "view_angles",
-]
+__all__ = ["CTDataModule", "group_split"]
 
-PIXEL_SIZE_64 = 0.08  # default pixel size at 64 x 64, see default_pixel_size
-DEEPLESION_OFFSET = 32768  # DeepLesion PNGs store HU + 32768 as uint16
 CACHE_VERSION = 1  # bump when the simulation changes: old cache files then no longer match
 IMAGE_KEYS = ("image", "sparse", "teacher", "full")
-SPLITS = ("train", "val", "test")
-
-
-# ---------------------------------------------------------------------- simulation
-
-
-def view_angles(n: int) -> np.ndarray:
-    """``n`` equally spaced projection angles in degrees over [0, 180): ``180 * i / n``. Computed as an exact
-    integer ratio, so the angles of ``n`` views are exactly (bitwise) among those of ``k * n`` views."""
-    return 180.0 * np.arange(n) / n
-
-
-def circle_mask(size: int) -> np.ndarray:
-    """bool [size, size], True inside the inscribed circle of skimage's ``radon(circle=True)``: centre pixel
-    ``size // 2``, radius ``size // 2``. A parallel-beam scan over 180 degrees sees exactly this disc."""
-    r = np.arange(size) - size // 2
-    return r[:, None] ** 2 + r[None, :] ** 2 <= (size // 2) ** 2
-
-
-def default_pixel_size(size: int) -> float:
-    """The default pixel size (cm, the unit of 1/mu) of a ``size`` x ``size`` image: ``0.08 * 64 / size``.
-
-    A 64 x 64 head (phantom or resized scan) has line integrals of ``mu`` up to about 12 in pixel units, so
-    0.08 cm makes the longest ray's attenuation about 1 (transmission ~ 1/e). That matches GloReDi's noise
-    model, which scales each sinogram by its maximum before ``I0 exp(-p)``, so ``photons`` means about what
-    its ``poisson_rate`` does. The field of view (5.12 cm) is kept at every ``size``, so one object gets the
-    same line integrals, hence the same noise, at any resolution.
-    """
-    return PIXEL_SIZE_64 * 64 / size
-
-
-def check_views(views: int, teacher_views: int, full_views: int) -> None:
-    """ValueError naming the counts unless ``1 <= views <= full_views`` and ``1 <= teacher_views <= full_views``."""
-    if not 1 <= views <= full_views:
-        raise ValueError(f"views must be in [1, full_views={full_views}], got views={views}")
-    if not 1 <= teacher_views <= full_views:
-        raise ValueError(f"teacher_views must be in [1, full_views={full_views}], got teacher_views={teacher_views}")
-
-
-def check_slice(image: np.ndarray, source: str | Path | None = None) -> np.ndarray:
-    """``image`` as a float64 array, or ValueError naming its shape (and ``source``) unless it is 2-D, square
-    and finite."""
-    image = np.asarray(image, dtype=np.float64)
-    where = f"{source}: " if source is not None else ""
-    if image.ndim != 2 or image.shape[0] != image.shape[1] or image.shape[0] < 2:
-        raise ValueError(f"{where}a CT slice must be a square 2-D image, got shape {image.shape}")
-    if not np.isfinite(image).all():
-        raise ValueError(f"{where}slice of shape {image.shape} has {(~np.isfinite(image)).sum()} non-finite pixels")
-    return image
-
-
-def _seed_words(seed: int | Sequence[int]) -> list[int]:
-    words = [seed] if isinstance(seed, int | np.integer) else list(seed)
-    if not words or any(int(w) < 0 for w in words):
-        raise ValueError(f"seed must be a non-negative int or a non-empty sequence of them, got {seed!r}")
-    return [int(w) for w in words]
-
-
-def simulate(
-    mu: np.ndarray,
-    views: int,
-    teacher_views: int | None = None,
-    full_views: int = 180,
-    photons: float | None = None,
-    pixel_size: float | None = None,
-    seed: int | Sequence[int] = 0,
-) -> dict[str, np.ndarray]:
-    """Parallel-beam sparse-, teacher- and full-view FBP images of one attenuation slice.
-
-    ``mu`` (square [S, S], 1/cm) is zeroed outside its inscribed circle (:func:`circle_mask`), projected with
-    ``skimage.transform.radon`` at the union of the three angle sets (:func:`view_angles`; when the counts
-    divide, the sparse angles are a subset of the teacher's, which are a subset of the full set), and each
-    set is reconstructed by ``iradon`` (ramp filter, linear interpolation).
-
-    With ``photons`` (I0), the sparse and teacher sinograms each get independent Poisson noise: counts ~
-    Poisson(I0 exp(-p * pixel_size)), clamped >= 1, and ``p = -log(counts / I0) / pixel_size``. The full-view
-    sinogram stays noise-free, as in the official code, whose ground truth is a clean full-view FBP.
-    ``pixel_size`` (cm) only matters for the noise; ``None`` takes :func:`default_pixel_size`. The noise is
-    drawn from ``numpy.random.default_rng([*seed, 1])`` (sparse) and ``[*seed, 2]`` (teacher).
-
-    Args:
-        mu: the slice, 2-D square.
-        views: number of sparse (student) views.
-        teacher_views: number of teacher views; ``None`` = ``2 * views``.
-        full_views: number of views of the target FBP.
-        photons: incident photons per detector bin, or ``None`` for noise-free sinograms.
-        pixel_size: pixel size in cm (the unit of 1/mu).
-        seed: int or sequence of ints seeding the noise.
-
-    Returns:
-        ``{"image": masked mu, "sparse", "teacher", "full"}``, each float32 [S, S].
-
-    Raises:
-        ValueError: a non-2-D, non-square or non-finite slice (naming its shape), view counts out of range
-        (naming them), ``photons <= 0`` or ``pixel_size <= 0``.
-    """
-    from skimage.transform import iradon, radon
-
-    image = check_slice(mu)
-    teacher_views = 2 * views if teacher_views is None else teacher_views
-    check_views(views, teacher_views, full_views)
-    side = image.shape[0]
-    pixel_size = default_pixel_size(side) if pixel_size is None else float(pixel_size)
-    if pixel_size <= 0 or (photons is not None and not photons > 0):
-        raise ValueError(f"photons and pixel_size must be > 0, got photons={photons}, pixel_size={pixel_size}")
-    words = _seed_words(seed)
-    image = np.where(circle_mask(side), image, 0.0)
-
-    sets = {"sparse": view_angles(views), "teacher": view_angles(teacher_views), "full": view_angles(full_views)}
-    theta = np.unique(np.concatenate(list(sets.values())))
-    sinogram = radon(image, theta, circle=True)  # [S detector bins, angles]
-    out = {"image": image.astype(np.float32)}
-    for k, (name, angles) in enumerate(sets.items(), start=1):
-        p = sinogram[:, np.searchsorted(theta, angles)]
-        if photons is not None and name != "full":
-            counts = np.random.default_rng([*words, k]).poisson(photons * np.exp(-p * pixel_size))
-            p = -np.log(np.maximum(counts, 1) / photons) / pixel_size
-        fbp = iradon(p, angles, output_size=side, filter_name="ramp", interpolation="linear", circle=True)
-        out[name] = fbp.astype(np.float32)
-    return out
-
-
-# ---------------------------------------------------------------------- readers
-
-
-def _dicom_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
-
-
-def _number(ds: Any, keyword: str, index: int | None = None) -> float | None:
-    """A numeric tag value (an element of a multi-valued one with ``index``), or None if absent or empty."""
-    value = ds.get(keyword)
-    try:
-        return float(value[index] if index is not None else value)
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def _read_dicom_slice(path: Path) -> tuple[np.ndarray, float | None, float | None]:
-    """(HU float32 [H, W], InstanceNumber, ImagePositionPatient z) of one DICOM file."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(path, force=False)
-    except (InvalidDicomError, OSError, EOFError) as err:
-        raise ValueError(f"{path} is not a readable DICOM file: {err}") from err
-    if "PixelData" not in ds:
-        raise ValueError(f"{path} has no pixel data (no PixelData element); is it an image?")
-    missing = [tag for tag in ("RescaleSlope", "RescaleIntercept") if _number(ds, tag) is None]
-    if missing:
-        raise ValueError(f"{path} lacks {' and '.join(missing)}: its pixel values cannot be converted to HU")
-    try:
-        pixels = ds.pixel_array
-    except Exception as err:  # pydicom raises many kinds here (missing codec, bad length, ...)
-        syntax = getattr(ds.get("file_meta"), "TransferSyntaxUID", "unknown")
-        raise ValueError(f"{path}: cannot decode its pixel data (transfer syntax {syntax}): {err}") from err
-    if pixels.ndim != 2:
-        raise ValueError(f"{path}: expected one 2-D slice, pixel data has shape {pixels.shape}")
-    hu = pixels.astype(np.float64) * _number(ds, "RescaleSlope") + _number(ds, "RescaleIntercept")
-    return hu.astype(np.float32), _number(ds, "InstanceNumber"), _number(ds, "ImagePositionPatient", 2)
-
-
-def _read_dicom_series(folder: Path) -> list[tuple[Path, np.ndarray]]:
-    """(file, HU) of every ``*.dcm`` directly in ``folder``, ordered as in :func:`read_dicom_folder`."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"DICOM folder {folder} does not exist")
-    files = _dicom_files(folder)
-    if not files:
-        raise FileNotFoundError(f"no *.dcm files in {folder}")
-    read = [(path, *_read_dicom_slice(path)) for path in files]
-    if all(r[2] is not None for r in read):
-        read.sort(key=lambda r: (r[2], r[0].name))
-    elif all(r[3] is not None for r in read):
-        read.sort(key=lambda r: (r[3], r[0].name))
-    return [(path, hu) for path, hu, _, _ in read]
-
-
-def read_dicom_folder(path: str | Path) -> list[np.ndarray]:
-    """The slices (float32 [H, W] in HU) of the ``*.dcm`` files directly in ``path`` (one series).
-
-    Each file is read with ``pydicom.dcmread(force=False)``; HU = ``pixel_array * RescaleSlope +
-    RescaleIntercept``. Slices are ordered by InstanceNumber when every file has one, else by the z of
-    ImagePositionPatient when every file has it, else by file name.
-
-    Raises:
-        FileNotFoundError: ``path`` is not a folder or holds no ``*.dcm`` file.
-        ValueError (naming the file): not DICOM, no PixelData, no RescaleSlope/RescaleIntercept, undecodable
-        or not a single 2-D frame.
-    """
-    return [hu for _, hu in _read_dicom_series(Path(path))]
-
-
-def read_deeplesion_png(path: str | Path) -> np.ndarray:
-    """One DeepLesion slice: a 16-bit grayscale PNG storing HU + 32768. Returns float32 [H, W] HU.
-
-    Raises:
-        FileNotFoundError: no such file. ValueError (naming the file): unreadable, not uint16 (e.g. an 8-bit
-        PNG, which cannot hold HU) or not single-channel.
-    """
-    import imageio.v3 as iio
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"PNG file {path} does not exist")
-    try:
-        pixels = iio.imread(path)
-    except Exception as err:  # imageio's plugins raise many kinds
-        raise ValueError(f"cannot read {path} as a PNG: {err}") from err
-    if pixels.dtype != np.uint16:
-        raise ValueError(
-            f"{path} has {pixels.dtype} pixels; DeepLesion slices are 16-bit PNGs storing HU + {DEEPLESION_OFFSET}"
-        )
-    if pixels.ndim != 2:
-        raise ValueError(f"{path}: expected a single-channel 2-D image, got shape {pixels.shape}")
-    return (pixels.astype(np.float32) - DEEPLESION_OFFSET).astype(np.float32)
-
-
-# ---------------------------------------------------------------------- splits
 
 
 def group_split(groups: Tensor, fractions: Sequence[float], seed: int) -> dict[str, Tensor]:
-    """Split slices by group (patient): the distinct groups are shuffled by ``seed``, then ``max(1, round(f G))``
-    of the G groups go to test and to val, the rest to train, so no group is in two splits.
+    """Split slices by group (patient): :func:`datamodules.splits.grouped_split` with the default order.
+
+    The distinct groups are shuffled by ``seed``; ``max(1, floor(f G + 1/2))`` of the G groups go to val and
+    to test, the rest to train (taken in the order train, val, test), so no group is in two splits.
 
     Returns:
         split -> sorted int64 indices into ``groups``.
@@ -279,18 +46,7 @@ def group_split(groups: Tensor, fractions: Sequence[float], seed: int) -> dict[s
     Raises:
         ValueError: fewer than 3 groups are left for the three splits (naming the count).
     """
-    ids = torch.unique(groups)
-    n = ids.numel()
-    n_val, n_test = max(1, round(fractions[1] * n)), max(1, round(fractions[2] * n))
-    n_train = n - n_val - n_test
-    if n_train < 1:
-        raise ValueError(f"{n} patients cannot fill train/val/test with split {tuple(fractions)}; need at least 3")
-    order = ids[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
-    chunks = order.split([n_train, n_val, n_test])
-    return {s: torch.isin(groups, chunk).nonzero().view(-1) for s, chunk in zip(SPLITS, chunks)}
-
-
-# ---------------------------------------------------------------------- datamodule
+    return grouped_split(groups, fractions, seed, what="patients")
 
 
 class _Slices(Dataset):
@@ -309,22 +65,24 @@ class _Slices(Dataset):
         return item
 
 
-class CTDataModule(L.LightningDataModule):
+class CTDataModule(BaseDataModule):
     """Sparse-view CT slices as FBP images of three view counts, in attenuation ``mu`` (1/cm, water 0.192).
 
     Sources: ``root=None`` is ``num_phantoms`` random head phantoms
     (:func:`~datamodules.synthetic.phantoms.random_ellipse_phantoms`, seeded by ``seed``). With ``root`` and
     ``format="dicom"``, every folder under ``root`` holding ``*.dcm`` files is one patient's series
-    (:func:`read_dicom_folder`); with ``format="png"``, every ``*.png`` under ``root`` is a DeepLesion slice
-    (:func:`read_deeplesion_png`) and its parent folder (``patient_study_series``) is its patient.
+    (:func:`~datamodules.ct.readers.read_dicom_folder`); with ``format="png"``, every ``*.png`` under ``root``
+    is a DeepLesion slice (:func:`~datamodules.ct.readers.read_deeplesion_png`) and its parent folder
+    (``patient_study_series``) is its patient.
 
     Each slice is converted to ``mu`` (:func:`hu_to_mu`, clipped at 0), resized to ``image_size`` squared by
-    ``skimage.transform.resize`` (anti-aliased, bilinear) when needed, and passed to :func:`simulate` with
-    ``views``, ``teacher_views`` (``None`` = ``2 * views``), ``full_views``, ``photons``, ``pixel_size``
-    (``None`` = :func:`default_pixel_size`) and the noise seed ``(seed, slice index)``. Slices must be square
-    (ValueError naming the file and shape). The target is the full-view FBP, as in the official code.
+    ``skimage.transform.resize`` (anti-aliased, bilinear) when needed, and passed to
+    :func:`~datamodules.ct.simulation.simulate` with ``views``, ``teacher_views`` (``None`` = ``2 * views``),
+    ``full_views``, ``photons``, ``pixel_size`` (``None`` = :func:`default_pixel_size`) and the noise seed
+    ``(seed, slice index)``. Slices must be square (ValueError naming the file and shape). The target is the
+    full-view FBP, as in the official code.
 
-    ``setup()`` simulates every slice once and caches the result as ``$DISTILLZOO_CACHE/ct/<key>.safetensors``
+    ``setup()`` simulates every slice once and caches the result as ``zoo.files.cache_root()/ct/<key>.safetensors``
     (written atomically), where ``key`` is the sha256 of the source (``"phantoms"``, n and seed; or every file's
     path, size and mtime), the geometry (image_size, the three view counts, photons, pixel_size), the noise
     seed when ``photons`` is set, and a code version. A cache file whose key, tensors or shapes do not match is
@@ -354,7 +112,6 @@ class CTDataModule(L.LightningDataModule):
         cache: bool = True,
         pixel_size: float | None = None,
     ) -> None:
-        super().__init__()
         if format not in ("dicom", "png"):
             raise ValueError(f"format must be 'dicom' or 'png', got {format!r}")
         if image_size < 8:
@@ -371,13 +128,14 @@ class CTDataModule(L.LightningDataModule):
             raise ValueError(
                 f"need batch_size >= 1, num_workers >= 0, seed >= 0; got {batch_size}, {num_workers}, {seed}"
             )
+        # ``seed`` is the split seed, and also seeds the phantoms and the noise
+        super().__init__(root=root, split_seed=seed, batch_size=batch_size, num_workers=num_workers)
         self.save_hyperparameters()
-        self.root, self.format, self.image_size = root, format, image_size
+        self.format, self.image_size = format, image_size
         self.views, self.teacher_views, self.full_views = views, teacher_views, full_views
         self.photons = None if photons is None else float(photons)
         self.pixel_size = default_pixel_size(image_size) if pixel_size is None else float(pixel_size)
-        self.num_phantoms, self.split, self.batch_size = num_phantoms, tuple(split), batch_size
-        self.seed, self.num_workers, self.cache = seed, num_workers, cache
+        self.num_phantoms, self.split, self.seed, self.cache = num_phantoms, tuple(split), seed, cache
         self.images: dict[str, Tensor] = {}
         self.patient_of: Tensor | None = None  # int64 [N]: each slice's patient, an index into ``patients``
         self.names: list[str] = []
@@ -466,7 +224,7 @@ class CTDataModule(L.LightningDataModule):
             for g, (patient, files) in enumerate(groups):
                 patients.append(patient)
                 if self.format == "dicom":
-                    slices = _read_dicom_series(files[0].parent)
+                    slices = read_dicom_series(files[0].parent)
                 else:
                     slices = [(path, read_deeplesion_png(path)) for path in files]
                 for path, hu in slices:
@@ -538,7 +296,7 @@ class CTDataModule(L.LightningDataModule):
             return
         groups = None if self.root is None else self._file_groups()
         key = self.cache_key(groups)
-        self.cache_path = distillzoo_cache_dir() / "ct" / f"{key}.safetensors"
+        self.cache_path = cache_root() / "ct" / f"{key}.safetensors"
         data = self._load_cache(self.cache_path, key) if self.cache else None
         self.from_cache = data is not None
         if data is None:
@@ -573,10 +331,7 @@ class CTDataModule(L.LightningDataModule):
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         self.setup()
         # the shuffle follows the run's seed (seed_everything); ``seed`` only fixes the split and the phantoms
-        generator = torch.Generator().manual_seed(torch.initial_seed()) if shuffle else None
-        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
-        dataset = _Slices(self.images, self.split_index[stage])
-        return DataLoader(dataset, self.batch_size, shuffle=shuffle, generator=generator, **workers)
+        return self.loader(_Slices(self.images, self.split_index[stage]), shuffle=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled train batches (see the class docstring for their keys)."""

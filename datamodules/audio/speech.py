@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import soundfile as sf
 import torch
@@ -16,6 +15,9 @@ import torchaudio
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from datamodules.base import BaseDataModule
+from datamodules.splits import grouped_split
 
 __all__ = ["SpeechDataModule", "Utterance", "read_audio", "speaker_of", "synthetic_speech"]
 
@@ -217,7 +219,7 @@ def _collate_one(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: v.unsqueeze(0) if torch.is_tensor(v) else v for k, v in items[0].items()}
 
 
-class SpeechDataModule(L.LightningDataModule):
+class SpeechDataModule(BaseDataModule):
     """Speech for codec training: random fixed-length crops to train on, whole utterances to evaluate.
 
     With a ``root``, ``root/train_dir`` and ``root/test_dir`` are searched recursively for ``*.flac`` and
@@ -228,8 +230,9 @@ class SpeechDataModule(L.LightningDataModule):
     24 train speakers x 4 utterances and 6 test speakers x 2, each 1.5-3 s of glottal-pulse vowels gliding
     between formant targets, noise fricatives and pauses, peak 0.5.
 
-    Splits are speaker-disjoint: ``val_speakers`` whole speakers (drawn by ``seed``) are held out of the train
-    folder for validation, and a speaker found in both folders raises ValueError. The train loader yields
+    Splits are speaker-disjoint: ``val_speakers`` whole speakers (drawn by ``seed``,
+    :func:`~datamodules.splits.grouped_split`) are held out of the train folder for validation, and a speaker
+    found in both folders raises ValueError. The train loader yields
     ``segments_per_epoch`` crops per epoch as float32 [B, 1, segment_samples]: utterances drawn proportional to
     length, random offsets, seeded by (``seed``, the run's torch seed, epoch) so runs repeat; shorter utterances
     are zero-padded. ``max_train_files`` keeps the first N train files in path order (a smaller training set).
@@ -257,7 +260,6 @@ class SpeechDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
         sizes = dict(sample_rate=sample_rate, segment_samples=segment_samples, segments_per_epoch=segments_per_epoch)
         for name, value in dict(sizes, batch_size=batch_size).items():
             if value < 1:
@@ -266,12 +268,14 @@ class SpeechDataModule(L.LightningDataModule):
             raise ValueError(f"val_speakers must be >= 0, got {val_speakers}")
         if max_eval_seconds is not None and max_eval_seconds <= 0:
             raise ValueError(f"max_eval_seconds must be > 0 or None, got {max_eval_seconds}")
+        # ``seed`` is the split seed (the validation speakers), and also seeds the training crops
+        super().__init__(root=root, split_seed=seed, batch_size=batch_size, num_workers=num_workers)
         self.save_hyperparameters()
-        self.root, self.train_dir, self.test_dir = root, train_dir, test_dir
+        self.train_dir, self.test_dir = train_dir, test_dir
         self.sample_rate, self.segment_samples = sample_rate, segment_samples
-        self.segments_per_epoch, self.batch_size, self.val_speakers = segments_per_epoch, batch_size, val_speakers
+        self.segments_per_epoch, self.val_speakers = segments_per_epoch, val_speakers
         self.max_eval_seconds, self.predict_files = max_eval_seconds, predict_files
-        self.num_workers, self.seed, self.max_train_files = num_workers, seed, max_train_files
+        self.seed, self.max_train_files = seed, max_train_files
         self.train_set: list[Utterance] | None = None
         self.val_set: list[Utterance] = []
         self.test_set: list[Utterance] = []
@@ -335,8 +339,11 @@ class SpeechDataModule(L.LightningDataModule):
             )
         if self.val_speakers >= len(speakers):
             raise ValueError(f"val_speakers={self.val_speakers} leaves no training speaker of {len(speakers)}")
-        order = torch.randperm(len(speakers), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        held_out = {speakers[i] for i in order[: self.val_speakers]}
+        # whole speakers, the first val_speakers of a seeded permutation of the sorted speaker ids
+        split = grouped_split(
+            torch.arange(len(speakers)), {"val": self.val_speakers}, self.seed, order=("val", "train", "test")
+        )
+        held_out = {speakers[i] for i in split["val"].tolist()}
         self.train_set = [u for u in train_all if u.speaker not in held_out]
         if self.max_eval_seconds is not None:
             keep = max(1, int(self.max_eval_seconds * self.sample_rate))
@@ -366,10 +373,6 @@ class SpeechDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
-    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
-        return DataLoader(dataset, **workers, **kwargs)
-
     def train_dataloader(self) -> DataLoader:
         """``segments_per_epoch`` random crops per epoch, batches float32 [B, 1, segment_samples]."""
         self.setup()
@@ -378,17 +381,17 @@ class SpeechDataModule(L.LightningDataModule):
         # crops follow the run's seed (seed_everything) as well as ``seed``, which also fixes the val speakers
         seed = self.seed + torch.initial_seed() % 2**31
         sampler = _CropSampler(lengths, self.segment_samples, self.segments_per_epoch, seed)
-        return self._loader(_Crops(self.train_set, self.segment_samples), batch_size=self.batch_size, sampler=sampler)
+        return self.loader(_Crops(self.train_set, self.segment_samples), sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         """Whole validation utterances, float32 [1, 1, T] each."""
         self.setup()
-        return self._loader(_Whole(self.val_set), batch_size=1)
+        return self.loader(_Whole(self.val_set), batch_size=1)
 
     def test_dataloader(self) -> DataLoader:
         """Whole test utterances, float32 [1, 1, T] each."""
         self.setup()
-        return self._loader(_Whole(self.test_set), batch_size=1)
+        return self.loader(_Whole(self.test_set), batch_size=1)
 
     def predict_dataloader(self) -> DataLoader:
         """``{"audio": [1, 1, T], "path": str}`` for each of ``predict_files``, else for each test utterance."""
@@ -397,4 +400,4 @@ class SpeechDataModule(L.LightningDataModule):
         else:
             self.setup()
             dataset = _Whole(self.test_set, with_path=True)
-        return self._loader(dataset, batch_size=1, collate_fn=_collate_one)
+        return self.loader(dataset, batch_size=1, collate_fn=_collate_one)
