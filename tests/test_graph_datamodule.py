@@ -160,7 +160,37 @@ def test_real_cora_from_a_read_only_root(tmp_path, monkeypatch):
     assert [int(m.sum()) for m in masks_of(g).values()] == [140, 500, 1000]
     assert is_undirected(g.edge_index) and not contains_self_loops(g.edge_index)
     assert set(g.x.unique().tolist()) == {0.0, 1.0}  # raw bag-of-words: no transform applied
-    copied = tmp_path / "data" / "planetoid" / "Cora"
+    (copied,) = (p / "Cora" for p in (tmp_path / "data" / "planetoid").iterdir())  # one content-keyed copy
     assert sorted(p.name for p in (copied / "raw").iterdir()) == sorted(planetoid_raw_file_names("Cora"))
     assert (copied / "processed").is_dir()
     assert processed.exists() == existed_before  # nothing written into the read-only copy
+
+
+def test_planetoid_raw_pickles_cannot_run_code_and_a_users_processed_folder_is_never_opened(tmp_path, monkeypatch):
+    """A hostile data root: a raw Planetoid file whose pickle would call os.system, and a processed/ folder
+    that would run code when unpickled. Neither runs: the raw file is refused naming the global, and the
+    processed folder is never read because processing happens in the project cache."""
+    import os
+    import pickle
+
+    monkeypatch.setenv("DISTILLZOO_CACHE", str(tmp_path / "cache"))
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    raw = tmp_path / "root" / "Cora" / "raw"
+    raw.mkdir(parents=True)
+    for name in planetoid_raw_file_names("Cora"):
+        (raw / name).write_bytes(b"1\n2\n" if name.endswith("test.index") else pickle.dumps(Evil()))
+    processed = tmp_path / "root" / "Cora" / "processed"
+    processed.mkdir()
+    for name in ("data.pt", "pre_filter.pt", "pre_transform.pt"):
+        (processed / name).write_bytes(pickle.dumps(Evil()))
+    dm = PlanetoidDataModule(root=str(tmp_path / "root"), name="Cora")
+    with pytest.raises(
+        pickle.UnpicklingError, match="refusing to unpickle posix.system|refusing to unpickle os.system"
+    ):
+        dm.prepare_data()
+    assert not marker.exists()

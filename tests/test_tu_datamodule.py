@@ -190,7 +190,7 @@ def test_graph_without_edges_passes_through_a_batch(tmp_path):
     assert any(1 in torch.bincount(b.batch).tolist() for b in batches)
     for g in dm.graphs:
         assert torch.equal(categorical_node_labels(g), node_degrees(g.edge_index, g.num_nodes))
-    assert (tmp_path / "TINY" / "processed").is_dir()  # a writable root is used in place
+    assert not (tmp_path / "TINY" / "processed").exists()  # processed in the project cache, never the user's root
 
 
 def test_multi_column_node_labels_are_refused_naming_the_graph(tmp_path):
@@ -210,7 +210,7 @@ def test_missing_raw_files_raise_file_not_found(tmp_path, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(tu_dataset.fs, "cp", offline)
-    expected = r"MUTAG_A\.txt, MUTAG_graph_indicator\.txt, MUTAG_graph_labels\.txt.*cache/data/tu/MUTAG/raw"
+    expected = r"MUTAG_A\.txt, MUTAG_graph_indicator\.txt, MUTAG_graph_labels\.txt.*cache/data/tu/download/MUTAG/raw"
     with pytest.raises(FileNotFoundError, match=expected):
         TUDataModule(root=str(root), name="MUTAG").setup()
 
@@ -226,7 +226,7 @@ def load_real(name: str, tmp_path: Path, monkeypatch, **kwargs) -> TUDataModule:
     dm = TUDataModule(root=str(TU), name=name, **kwargs)
     dm.prepare_data()
     dm.setup()
-    copied = tmp_path / "data" / "tu" / name
+    (copied,) = (p / name for p in (tmp_path / "data" / "tu").iterdir())  # one content-keyed copy
     assert sorted(p.name for p in (copied / "raw").iterdir()) == sorted(p.name for p in (TU / name / "raw").iterdir())
     assert (copied / "processed").is_dir()
     assert (TU / name / "processed").exists() == processed_before  # nothing written into the read-only copy

@@ -14,7 +14,7 @@ from torch_geometric.data import Data
 from torch_geometric.utils import remove_self_loops, subgraph, to_undirected
 
 from datamodules.base import BaseDataModule
-from datamodules.graphs.raw import open_raw_dataset
+from datamodules.graphs.raw import open_raw_dataset, restricted_pyg_pickles
 from datamodules.synthetic.csbm import contextual_sbm
 
 __all__ = [
@@ -204,7 +204,6 @@ class PlanetoidDataModule(BaseDataModule):
     # ------------------------------------------------------------------ data on disk
 
     def _load_planetoid(self) -> Data:
-        from torch_geometric.datasets import Planetoid
 
         assert self.root is not None
         files = planetoid_raw_file_names(self.name)
@@ -214,7 +213,7 @@ class PlanetoidDataModule(BaseDataModule):
             "planetoid",
             files,
             files,
-            lambda root: Planetoid(root, self.name, split="public"),
+            lambda root: _safe_planetoid(root, self.name),
             f"Planetoid {self.name!r} needs raw files {', '.join(files)}",
         )
         self._num_classes = int(dataset.num_classes)
@@ -309,3 +308,11 @@ class PlanetoidDataModule(BaseDataModule):
     def predict_dataloader(self) -> DataLoader:
         """One batch: the full graph with its original masks."""
         return self._loader("predict")
+
+
+def _safe_planetoid(root: str, name: str) -> Any:
+    """PyG's ``Planetoid`` on a cache folder of ours, its raw pickles read by the restricted unpickler."""
+    from torch_geometric.datasets import Planetoid
+
+    with restricted_pyg_pickles():
+        return Planetoid(root, name, split="public")

@@ -1,11 +1,17 @@
-"""Opening a PyG dataset from the user's raw files: when the given root is read-only, the raw files are copied
-first into the project cache (``zoo.files.cache_root()/data/<family>``), where PyG can write ``processed/``;
-a failed open without the raw files becomes a FileNotFoundError naming what is missing and where."""
+"""Opening a PyG dataset from the user's raw files, safely: the raw files are copied into the project cache
+(``zoo.files.cache_root()/data/<family>/<content key>``), where PyG writes and reads ``processed/``, so a
+user's ``processed/`` folder is never unpickled; pickled raw files (Planetoid's) are read by a restricted
+unpickler that builds numpy arrays, scipy sparse matrices, lists and dicts and nothing else. A failed open
+without the raw files becomes a FileNotFoundError naming what is missing and where."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import pickle
 import stat
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,12 +39,13 @@ def is_writable_dir(path: Path) -> bool:
 
 
 def writable_dataset_root(root: Path, name: str, family: str, files: Sequence[str]) -> Path:
-    """The root to hand a PyG dataset class: ``root`` when ``root/name`` is writable, else the cache.
+    """The root to hand a PyG dataset class: always a folder of the project cache, never the user's root.
 
-    When ``root/name`` is read-only, the ``files`` of ``root/name/raw`` that exist there and are not yet in
-    ``zoo.files.cache_root()/data/<family>/<name>/raw`` are copied there, each to a temporary name and then
-    renamed (``zoo.files.atomic_write_bytes``), so a concurrent reader never sees half a file; PyG then writes
-    ``processed/`` beside the copy.
+    A user's ``processed/`` folder is never opened (PyG unpickles what it finds there), so the ``files`` of
+    ``root/name/raw`` are copied into ``zoo.files.cache_root()/data/<family>/<key>/<name>/raw``, each to a
+    temporary name and then renamed (``zoo.files.atomic_write_bytes``), and PyG processes them there. ``key``
+    is the sha256 (16 hex) of the raw files' names and bytes, so other raw files get their own processed copy
+    and a stale one is never reused; with no raw files (PyG will download) the key is ``download``.
 
     Args:
         root: the dataset root the user gave (``<root>/<name>/raw`` holds the raw files).
@@ -47,14 +54,18 @@ def writable_dataset_root(root: Path, name: str, family: str, files: Sequence[st
         files: the raw file names to copy.
 
     Returns:
-        ``root``, or ``zoo.files.cache_root()/data/<family>``.
+        ``zoo.files.cache_root()/data/<family>/<key>``.
     """
-    if is_writable_dir(root / name):
-        return root
-    family_root = cache_root() / "data" / family
-    src, dst = root / name / "raw", family_root / name / "raw"
-    for file in files:
-        if not (dst / file).is_file() and (src / file).is_file():
+    src = root / name / "raw"
+    present = [f for f in files if (src / f).is_file()]
+    digest = hashlib.sha256()
+    for file in present:
+        digest.update(file.encode() + b"\0" + hashlib.sha256((src / file).read_bytes()).digest())
+    key = digest.hexdigest()[:16] if present else "download"
+    family_root = cache_root() / "data" / family / key
+    dst = family_root / name / "raw"
+    for file in present:
+        if not (dst / file).is_file():
             atomic_write_bytes(dst / file, (src / file).read_bytes())
     return family_root
 
@@ -85,8 +96,8 @@ def open_raw_dataset(
     given = Path(root).expanduser()
     dataset_root = writable_dataset_root(given, name, family, copy_files)
     raw_dir = dataset_root / name / "raw"
-    if dataset_root != given and (given, name) not in _ANNOUNCED_COPIES:
-        rank_zero_info(f"{given / name} is read-only; loading {name} from the copy in {raw_dir}")
+    if (given, name) not in _ANNOUNCED_COPIES:
+        rank_zero_info(f"loading {name} from a processed copy of {given / name / 'raw'} in {raw_dir.parent}")
         _ANNOUNCED_COPIES.add((given, name))
     had_raw = all((raw_dir / f).is_file() for f in (needed_files if checked_files is None else checked_files))
     try:
@@ -96,8 +107,47 @@ def open_raw_dataset(
             raise
         missing = [f for f in needed_files if not (raw_dir / f).is_file()]
         source = given / name / "raw"
-        where = str(raw_dir) if source == raw_dir else f"{raw_dir} (or the read-only {source})"
+        where = f"{source} (processed in {raw_dir})"
         raise FileNotFoundError(
             f"{what} in {where}; missing {', '.join(missing)}, and downloading them failed "
             f"({type(err).__name__}: {err})"
         ) from err
+
+
+# pickled globals a Planetoid raw file may name (numpy arrays, scipy CSR matrices, the adjacency defaultdict)
+SAFE_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("scipy.sparse.csr", "csr_matrix"), ("scipy.sparse._csr", "csr_matrix"),
+    ("collections", "defaultdict"), ("__builtin__", "list"), ("builtins", "list"),
+}  # fmt: skip
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`SAFE_GLOBALS`; any other global (``os.system``, ``eval``, ...) is
+    refused with an UnpicklingError naming it, before it is imported."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: raw data files may only hold arrays")
+        if module == "__builtin__":
+            module = "builtins"
+        return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+
+
+def restricted_pickle_load(file: Any, encoding: str = "ASCII", **_: Any) -> Any:
+    return RestrictedUnpickler(file, encoding=encoding).load()
+
+
+@contextlib.contextmanager
+def restricted_pyg_pickles() -> Any:
+    """While active, PyG's Planetoid reader unpickles raw files with :class:`RestrictedUnpickler`."""
+    from torch_geometric.io import planetoid
+
+    original = planetoid.pickle
+    planetoid.pickle = types.SimpleNamespace(load=restricted_pickle_load, UnpicklingError=pickle.UnpicklingError)
+    try:
+        yield
+    finally:
+        planetoid.pickle = original
