@@ -354,3 +354,24 @@ def test_names_and_weights_paths_are_confined(scratch_zoo, toy_ckpt, tmp_path):
         zoo.load("toy-student")
     export.export(ckpt, "toy-student", META, scratch_zoo["weights"], overwrite=True)
     assert outside.read_bytes() == b"precious"
+
+
+def test_invalid_graph_data_is_refused_where_it_enters(scratch_zoo):
+    """NaN node features and out-of-range edge indices in a dataset entry fail at load, naming the graph and
+    the attribute, instead of training to NaN or failing inside the first step."""
+    from torch_geometric.data import Data
+
+    good = Data(x=torch.ones(3, 2), edge_index=torch.tensor([[0, 1], [1, 2]]), y=torch.tensor([0]))
+    nan = Data(
+        x=torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), edge_index=torch.tensor([[0], [1]]), y=torch.tensor([1])
+    )
+    far = Data(x=torch.ones(2, 2), edge_index=torch.tensor([[0], [7]]), y=torch.tensor([1]))
+    for bad, message in (
+        (nan, r"graph 1 has 1 non-finite value\(s\) in x"),
+        (far, r"graph 1 has edge indices in \[0, 7\] but 2 nodes"),
+    ):
+        export.export_graphs(
+            [good, bad], "bad-graphs", {"method": "Toy", "task": "t"}, scratch_zoo["weights"], overwrite=True
+        )
+        with pytest.raises(ValueError, match=message):
+            zoo.load("bad-graphs")

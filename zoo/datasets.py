@@ -28,7 +28,25 @@ class GraphSet(InMemoryDataset):
             raise ValueError(f"not a distillzoo graph set: data/slices tensors missing for {what}")
         dataset.data = Data(**{a: tensors[f"data.{a}"] for a in attrs})
         dataset.slices = {a: tensors[f"slices.{a}"] for a in attrs}
+        check_graphs(dataset)
         return dataset
+
+
+def check_graphs(graphs: Iterable[Data], what: str = "graph set") -> None:
+    """Refuse graphs that would train to NaN or fail deep inside a step: non-finite float features or edge
+    attributes, and edge indices outside ``[0, num_nodes)``; the error names the graph and the attribute."""
+    for i, g in enumerate(graphs):
+        for key in ("x", "edge_attr", "y"):
+            t = getattr(g, key, None)
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).sum())
+                raise ValueError(f"{what}: graph {i} has {bad} non-finite value(s) in {key}")
+        edge_index = getattr(g, "edge_index", None)
+        if isinstance(edge_index, torch.Tensor) and edge_index.numel():
+            n = int(g.num_nodes)
+            low, high = int(edge_index.min()), int(edge_index.max())
+            if low < 0 or high >= n:
+                raise ValueError(f"{what}: graph {i} has edge indices in [{low}, {high}] but {n} nodes")
 
 
 def graphs_to_tensors(graphs: Sequence[Data]) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from torch_geometric.utils import remove_self_loops, subgraph, to_undirected
 from datamodules.base import BaseDataModule
 from datamodules.graphs.raw import open_raw_dataset, restricted_pyg_pickles
 from datamodules.synthetic.csbm import contextual_sbm
+from zoo.datasets import check_graphs
 
 __all__ = [
     "PlanetoidDataModule",
@@ -248,6 +249,7 @@ class PlanetoidDataModule(BaseDataModule):
                 test_mask=loaded.test_mask,
                 num_nodes=loaded.num_nodes,
             )
+        check_graphs([graph], f"Planetoid {self.name if self.root is not None else 'embedded default'}")
         edge_index, _ = remove_self_loops(graph.edge_index)
         graph.edge_index = to_undirected(edge_index, num_nodes=graph.num_nodes)
         graph.node_ids = torch.arange(graph.num_nodes)

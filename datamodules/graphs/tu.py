@@ -15,6 +15,7 @@ from datamodules.base import BaseDataModule
 from datamodules.graphs.raw import open_raw_dataset
 from datamodules.splits import stratified_split
 from datamodules.synthetic.motifs import planted_motif_graphs
+from zoo.datasets import check_graphs
 
 __all__ = [
     "TUDataModule",
@@ -254,6 +255,7 @@ class TUDataModule(BaseDataModule):
             return
         graphs = self._read_graphs()
         label = self.name if self.root is not None else "planted-motif"
+        check_graphs(graphs, f"TU {label}")
         for i, g in enumerate(graphs):
             categorical_node_labels(g, name=f"{label} graph {i}")
             categorical_edge_labels(g, name=f"{label} graph {i}")
