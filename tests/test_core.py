@@ -223,3 +223,18 @@ def test_configure_metrics_are_epoch_level_per_stage():
         set(module.stage_metrics) == {"val", "test"} and module.stage_metrics["val"] is not module.stage_metrics["test"]
     )
     assert result["test/acc_epoch"] == pytest.approx(float(expected))
+
+
+def test_a_step_whose_terms_are_all_constants_is_skipped_not_an_error():
+    """An outlier batch whose loss a scaler replaced by a constant gives no gradient and no optimiser step."""
+
+    class Clipped(TwoSteps):
+        def step_loss(self, step, batch, shared):
+            if step == "critic":
+                return {"fit": torch.tensor(3.0)}  # clipped: a constant
+            return super().step_loss(step, batch, shared)
+
+    module = Clipped(student=ToyNet(), optimizer=torch.optim.SGD)
+    critic0 = module.projectors["critic"].weight.clone()
+    _fit(module)
+    assert torch.equal(module.projectors["critic"].weight, critic0)

@@ -44,7 +44,8 @@ class DistillModule(L.LightningModule):
       ``MetricCollection``, cloned per stage as ``self.stage_metrics[stage]``, which ``evaluate``
       updates and the template computes, logs (``<stage>/<name>``) and resets at each epoch's end.
 
-    A loss that is not finite stops the fit with the terms that were not. The teacher is frozen, stays
+    A loss that is not finite stops the fit with the terms that were not; a step whose terms are all
+    constants (a loss clipped on an outlier batch, as GloReDi's official loss scaler does) is skipped. The teacher is frozen, stays
     in eval, is left out of checkpoints (rebuilt from its source on load) and out of
     ``export_student()``. With ``teacher=None`` the same module trains the no-teacher baseline.
     """
@@ -176,7 +177,7 @@ class DistillModule(L.LightningModule):
             loss = self._weighted_sum(terms, None)
             self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, batch_size=size)
             self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
-            return loss
+            return loss if loss.requires_grad else None  # every term clipped to a constant: no step
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         shared = self.shared_forward(batch)
@@ -185,9 +186,10 @@ class DistillModule(L.LightningModule):
             terms = self.step_loss(step, batch, shared)
             if terms:
                 loss = self._weighted_sum(terms, step)
-                opt.zero_grad()
-                self.manual_backward(loss)
-                opt.step()
+                if loss.requires_grad:  # else every term was clipped to a constant (an outlier batch): no step
+                    opt.zero_grad()
+                    self.manual_backward(loss)
+                    opt.step()
                 logged = {f"train/{step}/{name}": value.detach() for name, value in terms.items()}
                 self.log_dict(logged, batch_size=size)
                 self.log(f"train/{step}/loss", loss.detach(), prog_bar=True, batch_size=size)
