@@ -45,7 +45,8 @@ class DistillModule(L.LightningModule):
       updates and the template computes, logs (``<stage>/<name>``) and resets at each epoch's end.
 
     A loss that is not finite stops the fit with the terms that were not; a step whose terms are all
-    constants (a loss clipped on an outlier batch, as GloReDi's official loss scaler does) is skipped. The teacher is frozen, stays
+    constants (a loss clipped on an outlier batch, as GloReDi's official loss scaler does) is skipped.
+    The teacher is frozen, stays
     in eval, is left out of checkpoints (rebuilt from its source on load) and out of
     ``export_student()``. With ``teacher=None`` the same module trains the no-teacher baseline.
     """
