@@ -46,9 +46,8 @@ class DistillModule(L.LightningModule):
 
     A loss that is not finite stops the fit with the terms that were not; a step whose terms are all
     constants (a loss clipped on an outlier batch, as GloReDi's official loss scaler does) is skipped.
-    The teacher is frozen, stays
-    in eval, is left out of checkpoints (rebuilt from its source on load) and out of
-    ``export_student()``. With ``teacher=None`` the same module trains the no-teacher baseline.
+    The teacher is frozen, stays in eval, is left out of checkpoints (rebuilt from its source on load)
+    and out of ``export_student()``. With ``teacher=None`` the same module trains the no-teacher baseline.
     """
 
     modules_in_init: tuple[str, ...] = ()  # further nn.Module arguments a subclass takes, kept out of hparams
