@@ -375,3 +375,66 @@ def test_invalid_graph_data_is_refused_where_it_enters(scratch_zoo):
         )
         with pytest.raises(ValueError, match=message):
             zoo.load("bad-graphs")
+
+
+def test_a_second_export_of_a_name_at_once_is_refused_and_a_killed_export_reruns_cleanly(
+    scratch_zoo, toy_ckpt, monkeypatch
+):
+    """Two exports of one name: one wins, the other is refused at once naming the entry. An export killed
+    between the weights and the metafile leaves the old entry intact; its rerun accepts the written weights
+    (same sha256) and sweeps the temporaries the kill left."""
+    from zoo import files
+
+    ckpt, _ = toy_ckpt
+    monkeypatch.setenv("DISTILLZOO_CACHE", str(scratch_zoo["entries"].parent / "cache"))
+    with files.exclusive_lock(export.lock_path(scratch_zoo["entries"] / "toy-student.yaml"), "test"):
+        with pytest.raises(BlockingIOError, match="an export of zoo entry 'toy-student' is already in progress"):
+            export.export(ckpt, "toy-student", META, scratch_zoo["weights"])
+    assert zoo.list() == []
+    stale = scratch_zoo["weights"] / ".toy-student-deadbeef.safetensors.abc.tmp"
+    stale.write_bytes(b"half a file")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after the weights, before the metafile
+
+    monkeypatch.setattr(registry, "write_entry", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export.export(ckpt, "toy-student", META, scratch_zoo["weights"])
+    assert zoo.list() == [] and not stale.exists()
+    assert list(scratch_zoo["weights"].iterdir()) == []  # the export removed the weights it had written
+    monkeypatch.undo()
+    monkeypatch.setenv("DISTILLZOO_ENTRIES", str(scratch_zoo["entries"]))
+    monkeypatch.setenv("DISTILLZOO_WEIGHTS", str(scratch_zoo["weights"]))
+    path = export.export(ckpt, "toy-student", META, scratch_zoo["weights"])
+    assert zoo.list() == ["toy-student"]
+    assert export.export(ckpt, "toy-student", META, scratch_zoo["weights"], overwrite=True) == path  # idempotent
+
+
+def test_a_trickling_download_hits_the_total_deadline_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import io
+
+    class Trickle(io.RawIOBase):
+        def read(self, n=-1):
+            return b"x"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(store.urllib.request, "urlopen", lambda url, timeout: Trickle())
+    monkeypatch.setenv("DISTILLZOO_DOWNLOAD_TIMEOUT", "0.2")
+    with pytest.raises(OSError, match=r"zoo entry 'slow' from https://example.org/w failed: took longer than 0 s"):
+        store.download("https://example.org/w", tmp_path / "w.safetensors", "0" * 64, "slow")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_orphan_weights_of_a_killed_export_are_accepted_on_rerun(scratch_zoo, toy_ckpt):
+    """Weights already on disk with the right sha256 (a kill after the weights, before the metafile, where
+    the cleanup never ran) do not block the rerun."""
+    ckpt, _ = toy_ckpt
+    path = export.export(ckpt, "toy-student", META, scratch_zoo["weights"])
+    (scratch_zoo["entries"] / "toy-student.yaml").unlink()  # as if the process died before the metafile
+    assert export.export(ckpt, "toy-student", META, scratch_zoo["weights"]) == path
+    assert zoo.list() == ["toy-student"]

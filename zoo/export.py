@@ -28,6 +28,12 @@ def student_tensors(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
+def lock_path(entry_path: Path) -> Path:
+    """The lock file of one entry: in the cache, keyed by the entry's full path, so it never litters the zoo."""
+    key = hashlib.sha256(str(entry_path.resolve()).encode()).hexdigest()[:16]
+    return files.cache_root() / "locks" / f"{entry_path.stem}-{key}.lock"
+
+
 def publish(
     name: str,
     tensors: dict[str, torch.Tensor],
@@ -39,24 +45,47 @@ def publish(
 ) -> Path:
     """Write ``<weights_dir>/<name>-<sha8>.safetensors`` and ``<entries_dir>/<name>.yaml`` atomically.
 
+    One export of a name runs at a time (a lock file per name; a second one at once is refused), it sweeps
+    the temporaries a killed export of the name left, and a rerun after a kill between the two files finds
+    the weights already written with the right sha256 and accepts them: after a kill at any point the zoo
+    holds the old entry or the new one, never a mixture, and the rerun succeeds.
+
     ``fields`` are merged over an existing entry's (which keeps its paper, results ...); an existing
     entry or weights file is refused unless ``overwrite``. ``metadata`` must have at most one key:
     safetensors orders several keys at random, and the file's bytes (hence its sha256 and name) must
     depend on the content alone, so that re-exporting the same thing is a no-op.
     """
     registry.check_name(name)
+    entries_dir = entries_dir or registry.entries_dir()
+    with files.exclusive_lock(lock_path(entries_dir / f"{name}.yaml"), f"an export of zoo entry {name!r}"):
+        return _publish_locked(name, tensors, fields, metadata, weights_dir, entries_dir, overwrite)
+
+
+def _publish_locked(
+    name: str,
+    tensors: dict[str, torch.Tensor],
+    fields: dict[str, Any],
+    metadata: dict[str, str] | None,
+    weights_dir: Path | None,
+    entries_dir: Path,
+    overwrite: bool,
+) -> Path:
     if metadata and len(metadata) > 1:
         raise ValueError("give at most one safetensors metadata key, or the file bytes are not reproducible")
     weights_dir = weights_dir or registry.weights_dir()
-    entries_dir = entries_dir or registry.entries_dir()
+    # temporaries of a killed earlier export of this name (we hold its lock, so nobody else is writing them)
+    for stale in [*weights_dir.glob(f".{name}-*.tmp"), *entries_dir.glob(f".{name}.yaml.*.tmp")]:
+        stale.unlink(missing_ok=True)
     entry_path = entries_dir / f"{name}.yaml"
     if entry_path.exists() and not overwrite:
         raise FileExistsError(f"zoo entry {entry_path} exists; pass --overwrite to replace it")
     blob = save(tensors, metadata=metadata)
     sha = hashlib.sha256(blob).hexdigest()
     weights_path = weights_dir / f"{name}-{sha[:8]}.safetensors"
-    if weights_path.exists() and not overwrite:
-        raise FileExistsError(f"{weights_path} exists; pass --overwrite to replace it")
+    # the same bytes already there (a rerun after a kill between the weights and the metafile) are accepted
+    same = weights_path.is_file() and store.sha256_file(weights_path) == sha
+    if weights_path.exists() and not same and not overwrite:
+        raise FileExistsError(f"{weights_path} exists with other contents; pass --overwrite to replace it")
 
     raw: dict[str, Any] = {}
     old_file = None
@@ -71,11 +100,13 @@ def publish(
     raw["weights"] = {"file": _rel(weights_path), "sha256": sha, "url": None, "revision": None}
     ordered = {k: raw[k] for k in ("name", "method", "task") if k in raw} | raw
 
-    files.atomic_write_bytes(weights_path, blob)
+    if not same:
+        files.atomic_write_bytes(weights_path, blob)
     try:
         registry.write_entry(ordered, entries_dir)
     except BaseException:
-        weights_path.unlink(missing_ok=True)
+        if not same:
+            weights_path.unlink(missing_ok=True)
         raise
     if old_file:
         try:  # only a file inside the weights folder is ever deleted

@@ -3,8 +3,11 @@ writes and the project's cache folder. Nothing here knows about entries, methods
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -35,3 +38,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) while the block runs; if another process
+    or thread holds it, raise BlockingIOError naming ``what`` at once instead of waiting."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise BlockingIOError(
+                f"{what} is already in progress (lock {path}); try again when it has finished"
+            ) from err
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

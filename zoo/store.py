@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,13 +63,27 @@ def cache_name(entry: registry.Entry) -> str:
     return f"{entry.name}-{entry.sha256[:8]}.safetensors"
 
 
+def download_deadline_s() -> float:
+    """The total time a download may take (``$DISTILLZOO_DOWNLOAD_TIMEOUT``, default 1800 s): a server that
+    trickles a byte at a time never trips the per-read timeout, so the whole transfer has a deadline too."""
+    return float(os.environ.get("DISTILLZOO_DOWNLOAD_TIMEOUT", 1800))
+
+
 def download(url: str, dest: Path, expected: str, label: str) -> Path:
-    """Fetch ``url`` into ``dest`` through a temporary file; keep it only if the sha256 matches."""
+    """Fetch ``url`` into ``dest`` through a temporary file within the deadline; keep it only if the sha256
+    matches. Errors name the entry and the URL; a failed download leaves no partial file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    deadline = time.monotonic() + download_deadline_s()
     try:
-        with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, handle)
+        try:
+            with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(url, timeout=60) as response:
+                while chunk := response.read(1 << 20):
+                    handle.write(chunk)
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"took longer than {download_deadline_s():.0f} s")
+        except (OSError, ValueError) as err:  # URLError, HTTPError, timeouts are OSErrors
+            raise OSError(f"downloading weights for zoo entry {label!r} from {url} failed: {err}") from err
         verify(Path(tmp), expected, label)
         os.replace(tmp, dest)
     except BaseException:
