@@ -166,11 +166,10 @@ def zoo_main(argv: list[str]) -> int:
     elif opts.command == "verify":
         failed = 0
         for name in [opts.name] if opts.name else zoo.list():
-            try:
-                path = store.entry_file(registry.get(name))
-                store.read_safetensors(path)
+            try:  # one bad entry is reported and the others are still checked
+                path = store.check_entry(registry.get(name))
                 print(f"ok      {name}  {path}")
-            except (ValueError, FileNotFoundError) as err:
+            except (ValueError, KeyError, TypeError, OSError, ImportError) as err:
                 failed += 1
                 print(f"FAILED  {name}: {err}")
         return 1 if failed else 0
@@ -196,6 +195,7 @@ def zoo_main(argv: list[str]) -> int:
 def main(args: list[str] | None = None) -> Any:
     """Run the CLI in-process: returns the LightningCLI for Lightning commands, an exit code for ``zoo``."""
     args = sys.argv[1:] if args is None else list(args)
+    quiet()
     if args and args[0] == "zoo":
         return zoo_main(args[1:])
     return lightning_main(args)

@@ -438,3 +438,36 @@ def test_orphan_weights_of_a_killed_export_are_accepted_on_rerun(scratch_zoo, to
     (scratch_zoo["entries"] / "toy-student.yaml").unlink()  # as if the process died before the metafile
     assert export.export(ckpt, "toy-student", META, scratch_zoo["weights"]) == path
     assert zoo.list() == ["toy-student"]
+
+
+def test_verify_fails_an_entry_whose_spec_would_build_a_foreign_class_and_checks_the_rest(
+    scratch_zoo, toy_ckpt, capsys
+):
+    """A weights file whose stored spec names a class off the allow-list passes its sha256 but is FAILED by
+    zoo verify (without anything being imported or built), and verify still checks the next entry; a
+    metafile whose student differs from the weights' spec is refused by zoo.load naming the keys."""
+    import json
+
+    from safetensors.torch import save
+
+    ckpt, _ = toy_ckpt
+    export.export(ckpt, "toy-a", META, scratch_zoo["weights"])
+    good = export.export(ckpt, "toy-b", META, scratch_zoo["weights"])
+    hostile = {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", "PWNED"]}}
+    blob = save({"w": torch.zeros(1)}, metadata={store.SPEC_KEY: json.dumps(hostile)})
+    weights = scratch_zoo["weights"] / "toy-a-hostile.safetensors"
+    weights.write_bytes(blob)
+    raw = registry.get("toy-a").raw
+    raw["weights"] = {"file": str(weights), "sha256": store.sha256_file(weights), "url": None, "revision": None}
+    raw.pop("student")
+    registry.write_entry(raw, registry.entries_dir())
+    assert cli.main(["zoo", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED  toy-a: refusing to build 'subprocess.Popen'" in out and f"ok      toy-b  {good}" in out
+    raw = registry.get("toy-b").raw
+    raw["student"]["init_args"]["hidden"] = 99
+    registry.write_entry(raw, registry.entries_dir())
+    with pytest.raises(
+        ValueError, match=r"metafile's student differs from the spec stored in its weights \(at hidden\)"
+    ):
+        zoo.load("toy-b")

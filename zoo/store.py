@@ -185,6 +185,40 @@ def load_into(module: nn.Module, weights: Weights) -> nn.Module:
     return module
 
 
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def entry_spec(entry: registry.Entry, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The network spec of an entry: the one its weights carry, which its metafile's ``student`` must equal
+    (a card must describe the network that is loaded); either alone where the other is absent."""
+    if stored is not None and entry.spec is not None and _plain(stored) != _plain(entry.spec):
+        ours, theirs = _plain(entry.spec), _plain(stored)
+        keys = sorted(k for k in set(ours.get("init_args", {})) | set(theirs.get("init_args", {}))
+                      if ours.get("init_args", {}).get(k) != theirs.get("init_args", {}).get(k))  # fmt: skip
+        if ours.get("class_path") != theirs.get("class_path"):
+            keys.insert(0, "class_path")
+        raise ValueError(
+            f"zoo entry {entry.name!r}: the metafile's student differs from the spec stored in its weights "
+            f"(at {', '.join(keys)}); the card would describe another network than the one loaded"
+        )
+    return stored if stored is not None else entry.spec
+
+
+def check_entry(entry: registry.Entry) -> Path:
+    """Everything ``zoo verify`` checks: the weights file is inside the weights folder, has the entry's
+    sha256 and is a complete safetensors file, and a model entry's spec agrees with its metafile and names an
+    allow-listed network (resolved, not built)."""
+    path = entry_file(entry)
+    _, metadata = read_safetensors(path)
+    if entry.kind != "dataset":
+        spec = entry_spec(entry, json.loads(metadata[SPEC_KEY]) if SPEC_KEY in metadata else None)
+        if spec is None:
+            raise ValueError(f"zoo entry {entry.name!r} has no network spec, in its weights or its metafile")
+        specs.resolve_class(spec.get("class_path"))
+    return path
+
+
 def load(source: str) -> Any:
     """Build the network a weights source describes, load its weights and return it in eval mode;
     for a ``kind: dataset`` zoo entry, return the stored graphs as a torch-geometric dataset."""
@@ -194,8 +228,8 @@ def load(source: str) -> Any:
 
         return GraphSet.from_tensors(weights.tensors)
     spec = weights.spec
-    if spec is None and source.startswith("zoo:"):
-        spec = registry.get(source[4:]).spec
+    if source.startswith("zoo:"):
+        spec = entry_spec(registry.get(source[4:]), weights.spec)
     if spec is None:
         raise ValueError(f"{source} carries no constructor spec ({SPEC_KEY} metadata); build the module yourself")
     module = load_into(build(spec), weights)
