@@ -471,3 +471,29 @@ def test_verify_fails_an_entry_whose_spec_would_build_a_foreign_class_and_checks
         ValueError, match=r"metafile's student differs from the spec stored in its weights \(at hidden\)"
     ):
         zoo.load("toy-b")
+
+
+def test_a_metafile_with_an_unknown_key_is_refused_with_the_closest_valid_name(scratch_zoo):
+    raw = yaml_load(registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml")
+    raw["findigns"] = "a misspelt field would vanish from the card"
+    path = scratch_zoo["entries"] / "gcn-csbm.yaml"
+    path.write_text(yaml_dump(raw))
+    with pytest.raises(ValueError, match=r"gcn-csbm.yaml: unknown key 'findigns'; did you mean findings"):
+        zoo.get("gcn-csbm")
+    raw.pop("findigns")
+    raw["weights"]["sha"] = raw["weights"].pop("sha256")
+    path.write_text(yaml_dump(raw))
+    with pytest.raises(ValueError, match=r"unknown key 'weights.sha'; did you mean sha256"):
+        zoo.get("gcn-csbm")
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def yaml_dump(raw):
+    import yaml
+
+    return yaml.safe_dump(raw, sort_keys=False)

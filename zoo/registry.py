@@ -47,6 +47,27 @@ def confined_weights_file(entry_path: Path, file: str) -> Path:
 
 
 REQUIRED_KEYS = ("name", "method", "task", "weights")
+# every key a metafile may have, per block; an unknown one (a misspelt optional field would silently vanish
+# from the card) is refused with the closest valid names
+KNOWN_KEYS = {
+    "": {"name", "method", "task", "kind", "paper", "summary", "recipe", "data", "input", "license", "weights",
+         "student", "teacher", "evidence", "results", "sweep", "distilled_set", "findings", "scaled_down", "figures"},
+    "weights": {"file", "sha256", "url", "revision"},
+    "evidence": {"title", "metric", "metrics", "scale", "top_k", "selection", "arms", "gates"},
+    "evidence.arms": {"arm", "config", "args", "role", "budget", "waive"},
+}  # fmt: skip
+
+
+def _check_keys(path: Path, where: str, block: Any) -> None:
+    if not isinstance(block, dict):
+        raise ValueError(f"zoo entry {path}: {where or 'the file'} must be a mapping, got {type(block).__name__}")
+    unknown = sorted(set(block) - KNOWN_KEYS[where])
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), sorted(KNOWN_KEYS[where]), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(sorted(KNOWN_KEYS[where]))}"
+        label = f"{where}.{key}" if where else key
+        raise ValueError(f"zoo entry {path}: unknown key {label!r}{hint}")
 
 
 @dataclass
@@ -79,6 +100,12 @@ def parse_entry(path: Path) -> Entry:
         raise ValueError(f"zoo entry {path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ValueError(f"zoo entry {path} must be a mapping, got {type(raw).__name__}")
+    _check_keys(path, "", raw)
+    for block in ("weights", "evidence"):
+        if block in raw:
+            _check_keys(path, block, raw[block])
+    for arm in (raw.get("evidence") or {}).get("arms") or []:
+        _check_keys(path, "evidence.arms", arm)
     missing = [key for key in REQUIRED_KEYS if key not in raw]
     if missing:
         raise ValueError(f"zoo entry {path} lacks required field(s): {', '.join(missing)}")
