@@ -31,6 +31,7 @@ from torch.func import functional_call
 from torchmetrics import Accuracy, MetricCollection
 
 from modules.core import DistillModule, TeacherSet, cosine_distance, kd_kl, masked_mean
+from modules.nets.vit import FrameViT
 from zoo.specs import exportable
 
 
@@ -90,27 +91,6 @@ class ViewNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.both(x)[1]
-
-
-class FrameViT(nn.Module):
-    """A timm ViT on every frame of [B, T, C, H, W] (or on [B, C, H, W]), CLS tokens averaged over time."""
-
-    def __init__(self, frame_shape: tuple[int, int, int], width: int, depth: int, patch_size: int, dropout: float):
-        super().__init__()
-        from timm.models.vision_transformer import VisionTransformer
-
-        c, h, w = frame_shape
-        padded = (-(-h // patch_size) * patch_size, -(-w // patch_size) * patch_size)  # frames are padded to patches
-        self.vit = VisionTransformer(
-            img_size=padded, patch_size=patch_size, in_chans=c, num_classes=0, embed_dim=width, depth=depth,
-            num_heads=max(1, width // 64), drop_rate=dropout,
-        )  # fmt: skip
-
-    def forward(self, x: Tensor) -> Tensor:
-        frames = x.flatten(0, 1) if x.ndim == 5 else x
-        (ph, pw), (h, w) = self.vit.patch_embed.img_size, frames.shape[-2:]
-        feats = self.vit(F.pad(frames, (0, pw - w, 0, ph - h)))
-        return feats.view(x.shape[0], -1, feats.shape[-1]).mean(1)
 
 
 def gradient_conflict_rate(params: Sequence[Tensor], losses: Sequence[Tensor]) -> Tensor | None:

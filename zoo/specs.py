@@ -32,7 +32,8 @@ def class_path(cls: type) -> str:
 
 
 def exportable(cls: M) -> M:
-    """Class decorator: record constructor arguments as ``init_args`` and allow the zoo to build ``cls``."""
+    """Class decorator: record constructor arguments as ``init_args`` and allow the zoo to build ``cls``.
+    A class attribute ``spec_overrides`` replaces recorded arguments that must not be replayed on rebuild."""
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"@exportable needs an nn.Module subclass, got {cls!r}")
     signature = inspect.signature(cls.__init__)
@@ -50,7 +51,8 @@ def exportable(cls: M) -> M:
                 raise TypeError(f"{cls.__qualname__}: *args cannot be recorded for export; use named arguments")
         original(self, *args, **kwargs)
         if type(self) is cls:  # a subclass records its own arguments
-            self.init_args = recorded
+            # e.g. TimmViT's pretrained=False: the rebuilt network gets its weights from the zoo, not a hub
+            self.init_args = recorded | dict(getattr(cls, "spec_overrides", {}))
 
     cls.__init__ = __init__
     REGISTRY[class_path(cls)] = cls
