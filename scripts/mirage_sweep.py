@@ -24,16 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cli  # noqa: E402
-from datamodules.graphs import MirageDataModule  # noqa: E402
-from modules.mirage_mining import MirageMiner  # noqa: E402
 from zoo import registry  # noqa: E402
 
 
-def mirage_datamodule(data: dict, support: float) -> MirageDataModule:
-    """The entry's ``sweep.data`` datamodule arguments (``depth`` goes to the miner) mining at ``support``."""
-    data = dict(data)
-    miner = MirageMiner(depth=data.pop("depth", 2), support=support)
-    return MirageDataModule(**data, miner=miner)
+def mirage_datamodule(spec: dict, support: float):
+    """The datamodule of the entry's sweep recipe mining at ``support``, composed by the CLI exactly as a
+    fit of that arm would (never by re-reading the recipe)."""
+    args = [*(f"--config={c}" for c in spec["config"]), *spec.get("args", [])]
+    return cli.lightning_main([*args, f"--data.init_args.miner.init_args.support={support}"], run=False).datamodule
 
 
 def main() -> None:
@@ -78,7 +76,7 @@ def main() -> None:
                 row[f"{arm}_test"] = round(100 * statistics.fmean(tests), 2)
                 row[f"{arm}_test_std"] = round(100 * statistics.stdev(tests), 2) if len(tests) > 1 else 0.0
         if "mirage_val" in row:
-            dm = mirage_datamodule(sweep_spec.get("data", {}), support)
+            dm = mirage_datamodule(sweep_spec, support)
             dm.setup()
             row.update(samples=dm.stats["train_graphs"], compression=round(dm.stats["compression"], 5))
         rows.append(row)

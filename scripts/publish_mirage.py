@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datamodules.graphs import MirageDataModule  # noqa: E402
-from modules.mirage_mining import MirageMiner  # noqa: E402
+from mirage_sweep import mirage_datamodule  # noqa: E402
+
 from zoo import export, registry  # noqa: E402
 
 RECIPE = "recipes/mirage/distill.yaml"
@@ -51,13 +51,11 @@ def main() -> None:
     entry = registry.get(args.name)
     sweep = entry.raw["sweep"]
     support = float(entry.raw["results"]["sweep"]["chosen_support"])
-    data = dict(sweep["data"])  # the datamodule's arguments, but depth is the miner's
-    miner = MirageMiner(depth=data.pop("depth", 2), support=support)
-    dm = MirageDataModule(**data, miner=miner)
+    dm = mirage_datamodule(sweep, support)
     dm.setup()
     stats = {k: round(v, 5) if isinstance(v, float) else v for k, v in dm.stats.items()}
     fields = {
-        "distilled_set": {"support": support, "depth": sweep["data"].get("depth", 2), **stats},
+        "distilled_set": {"support": support, "depth": dm.miner.depth, **stats},
         "evidence": {
             "metric": "test/auroc",
             "scale": 100,
