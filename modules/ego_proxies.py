@@ -43,7 +43,9 @@ class ViewNet(nn.Module):
     vectors [B, D] (``num_layers`` Linear-ReLU-dropout), ``"vit"`` for images [B, C, H, W] or video clips
     [B, T, C, H, W] (``in_shape`` (C, H, W) or (T, C, H, W)): a timm ViT (width ``hidden``, ``num_layers``
     blocks, ``patch_size``) on every frame, its CLS tokens averaged over time, as the paper's frame-wise
-    TimeSformer at small scale. ``forward(x)`` -> logits; ``both(x)`` -> (c, logits).
+    TimeSformer at small scale. ``input_max`` divides the input first, so the network takes the view as
+    its reader returns it (UCI pix values 0-6: ``input_max=6``). ``forward(x)`` -> logits; ``both(x)`` ->
+    (c, logits).
     """
 
     def __init__(
@@ -55,8 +57,10 @@ class ViewNet(nn.Module):
         dropout: float = 0.5,
         backbone: Literal["mlp", "cnn", "vit"] = "mlp",
         patch_size: int = 4,
+        input_max: float | None = None,
     ) -> None:
         super().__init__()
+        self.input_max = input_max
         if backbone == "cnn":
             if len(in_shape) != 3:
                 raise ValueError(f"a cnn backbone needs image inputs (C, H, W); got in_shape {list(in_shape)}")
@@ -86,6 +90,8 @@ class ViewNet(nn.Module):
         self.feature_dim = hidden
 
     def both(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.input_max is not None:  # the reader's raw scale (UCI pix: 0-6) -> [0, 1], inside the network
+            x = x / self.input_max
         c = self.backbone(x)
         return c, self.head(c)
 

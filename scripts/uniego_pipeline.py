@@ -107,7 +107,7 @@ def main() -> None:
     # 2. the shared init: CE on the student's view
     dm = MultiViewDataModule(root=args.root, dataset=args.dataset, teacher_features=feature_files)
     dm.setup()
-    init = ViewNet(shape, num_classes, hidden=128, backbone="cnn")
+    init = ViewNet(shape, num_classes, hidden=128, backbone="cnn", input_max=dm.student_input_max)
     fit(FeatureDistill(init, optimizer=opt, lr_scheduler=sched), dm, args.epochs)
     save_network(init, out / "init.safetensors")
 

@@ -24,7 +24,7 @@ PINNED = {
     "mirage-imdb-binary": "c9dfa7b8ef044ab0",
     "mirage-mutag": "aac3ad27ef970215",
     "mirage-nci1": "198f9c7210b07ecb",
-    "uniego-uci-mfeat": "89b41d9f6d767caf",
+    "uniego-uci-mfeat": "911f6ed4522d3ef6",  # input contract: takes raw pix 0-6, divides by 6 inside
 }
 
 

@@ -100,7 +100,12 @@ def test_uci_datamodule_images_and_train_only_standardisation():
     dm.setup()
     assert dm.stats["student_shape"] == (1, 16, 15) and dm.stats["classes"] == 10
     assert dm.stats["view_widths"] == {k: w for k, w in UCI_MFEAT_WIDTHS.items() if k != "pix"}
-    assert dm.student_x.min() == 0 and dm.student_x.max() == 1 and dm.ids[:2] == ["uci-0000", "uci-0001"]
+    assert (
+        dm.student_x.min() == 0
+        and dm.student_x.max() == 6
+        and dm.student_input_max == 6
+        and dm.ids[:2] == ["uci-0000", "uci-0001"]
+    )
     ones = dm.student_x[dm.y == 1].mean(0)[0]  # [16, 15]: upright digits, class 1 a vertical stroke
     assert ones.mean(0).var() > 3 * ones.mean(1).var()
     train, val = dm.split_index["train"], dm.split_index["val"]
@@ -136,7 +141,7 @@ def test_generated_default_shapes_determinism_and_informative_views(generated_dm
     assert all(np.array_equal(views[k], again[k]) for k in views)
     assert dm.student_x.shape == (1200, 1, 16, 15) and dm.y.shape == (1200,) and dm.stats["classes"] == 10
     assert dm.stats["view_widths"] == {"view1": 16, "view2": 32, "view3": 64, "view4": 96, "view5": 128}
-    assert 0 <= dm.student_x.min() and dm.student_x.max() <= 1
+    assert 0 <= dm.student_x.min() and dm.student_x.max() <= 6  # the reader's 0-6 scale, divided inside the network
     tr, va = dm.split_index["train"], dm.split_index["val"]
     teacher = {k: nearest_centroid_accuracy(v[tr], dm.y[tr], v[va], dm.y[va]) for k, v in dm.views.items()}
     student = nearest_centroid_accuracy(dm.student_x[tr], dm.y[tr], dm.student_x[va], dm.y[va])

@@ -25,6 +25,13 @@ def _fmt_row(row: dict[str, Any], top_k: int, extra: list[str]) -> str:
     return f"| {row['arm']} | {_value(row)} | {row.get('n', '')} |{top}{more}"
 
 
+def _published(block: dict[str, Any] | None) -> str | None:
+    """The published weights' own score on the reader's raw test data (tests/test_entry_contracts.py)."""
+    if not block:
+        return None
+    return f"{block['metric']} = {block['value']} on {block['data']} ({block['note']}; checked by `{block['check']}`)"
+
+
 def render_entry(raw: dict[str, Any]) -> str:
     lines = [f"## {raw['name']}", ""]
     paper = raw.get("paper") or {}
@@ -47,6 +54,7 @@ def render_entry(raw: dict[str, Any]) -> str:
         ("recipe", f"`{raw['recipe']}`" if raw.get("recipe") else None),
         ("data", ", ".join(f"{k}: {v}" for k, v in (raw.get("data") or {}).items()) or None),
         ("input", raw.get("input")),
+        ("these weights", _published(raw.get("published_model"))),
         ("license", raw.get("license")),
     ]
     lines += [f"- **{k}**: {v}" for k, v in facts if v]

