@@ -335,6 +335,13 @@ def test_sanity_gates_fail_pass_wait_and_are_waived_only_by_a_stated_reason(scra
     registry.write_entry(raw, registry.entries_dir())
     assert cli.main(["zoo", "evidence", "gcn-csbm", "--seeds", "2"]) == 1
     assert "error: sanity gate 'distilled beats baseline' failed" in capsys.readouterr().err
+    # a teacher-like arm must beat its own input (here the same metric: never by a margin > 0)
+    gate = {"name": "beats its input", "kind": "beats_input", "arm": "distilled", "metric": "test/acc",
+            "input_metric": "test/acc"}  # fmt: skip
+    raw["evidence"]["gates"] = [gate]
+    registry.write_entry(raw, registry.entries_dir())
+    assert cli.main(["zoo", "evidence", "gcn-csbm", "--seeds", "2"]) == 1
+    assert registry.get("gcn-csbm").raw["results"]["gates"][0]["status"] == "fail"
 
 
 def test_names_and_weights_paths_are_confined(scratch_zoo, toy_ckpt, tmp_path):

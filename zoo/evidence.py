@@ -103,9 +103,10 @@ def _arm_for(spec: dict, gate: dict, key: str) -> str | None:
 
 def check_gates(spec: dict, rows: list[dict], seeds: int) -> list[dict[str, str]]:
     """Evaluate the metafile's sanity gates on the rows: ``floor`` (every arm's mean of ``metric`` is at
-    least ``value``) and ``compare`` (arm ``arm`` beats arm ``than`` on ``metric`` by ``margin``, ``better``
-    higher or lower). An arm's ``waive: {gate name: why}`` waives a gate for it, and the card prints why.
-    A gate whose arms have not all run ``seeds`` seeds is pending."""
+    least ``value``), ``compare`` (arm ``arm`` beats arm ``than`` on ``metric`` by ``margin``, ``better``
+    higher or lower) and ``beats_input`` (arm ``arm``'s ``metric`` beats its own ``input_metric``, e.g. a
+    teacher's PSNR against the PSNR of the image it is given). An arm's ``waive: {gate name: why}`` waives
+    a gate for it, and the card prints why. A gate whose arms have not all run ``seeds`` seeds is pending."""
 
     def mean(row: dict, metric: str) -> float | None:
         if metric == spec.get("metric", "test/acc"):
@@ -120,8 +121,12 @@ def check_gates(spec: dict, rows: list[dict], seeds: int) -> list[dict[str, str]
             involved = list(arms)
         elif gate["kind"] == "compare":
             involved = [_arm_for(spec, gate, "arm"), _arm_for(spec, gate, "than")]
+        elif gate["kind"] == "beats_input":
+            involved = [_arm_for(spec, gate, "arm")]
         else:
-            raise ValueError(f"evidence gate {name!r}: kind must be floor or compare, got {gate['kind']!r}")
+            raise ValueError(
+                f"evidence gate {name!r}: kind must be floor, compare or beats_input, got {gate['kind']!r}"
+            )
         waived = {a: arms[a]["waive"][name] for a in involved if a in arms and name in (arms[a].get("waive") or {})}
         if any(a not in by_arm or by_arm[a]["n"] < seeds for a in involved if a not in waived):
             outcomes.append({"gate": name, "status": "pending", "detail": "not every arm has run yet"})
@@ -130,6 +135,15 @@ def check_gates(spec: dict, rows: list[dict], seeds: int) -> list[dict[str, str]
             low = [f"{a} {mean(by_arm[a], metric):.2f}" for a in involved if a not in waived
                    and mean(by_arm[a], metric) is not None and mean(by_arm[a], metric) < gate["value"]]  # fmt: skip
             status, detail = ("fail", f"{metric} below {gate['value']}: " + "; ".join(low)) if low else ("pass", "")
+        elif gate["kind"] == "beats_input":
+            (a,) = involved
+            va, vb = mean(by_arm[a], metric), mean(by_arm[a], gate["input_metric"])
+            margin, sign = float(gate.get("margin", 0)), 1 if gate.get("better", "higher") == "higher" else -1
+            if a in waived:
+                status, detail = "waived", ""
+            else:
+                status = "pass" if va is not None and vb is not None and sign * (va - vb) > margin else "fail"
+                detail = f"{a}: {metric} {va} vs its input's {gate['input_metric']} {vb} (margin {margin})"
         else:
             a, b = involved
             if a in waived or b in waived:
