@@ -504,3 +504,13 @@ def yaml_dump(raw):
     import yaml
 
     return yaml.safe_dump(raw, sort_keys=False)
+
+
+def test_malformed_spec_metadata_names_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    for bad, message in (("{not json", "is not valid JSON"), ("[1, 2]", "must be a mapping, got list")):
+        path = tmp_path / "w.safetensors"
+        save_file({"w": torch.zeros(1)}, path, metadata={store.SPEC_KEY: bad})
+        with pytest.raises(ValueError, match=rf"weights file .*w.safetensors: metadata 'distillzoo.spec' {message}"):
+            store.load(str(path))

@@ -155,7 +155,7 @@ def resolve(source: str) -> Weights:
             raise FileNotFoundError(f"weights file {path} does not exist{hint}")
         sha = sha256_file(path)
     tensors, metadata = read_safetensors(path)
-    spec = json.loads(metadata[SPEC_KEY]) if SPEC_KEY in metadata else None
+    spec = stored_spec(metadata, path)
     return Weights(tensors=tensors, spec=spec, source=source, sha256=sha, path=path)
 
 
@@ -185,6 +185,19 @@ def load_into(module: nn.Module, weights: Weights) -> nn.Module:
     return module
 
 
+def stored_spec(metadata: dict[str, str], path: Path) -> dict[str, Any] | None:
+    """The network spec a weights file carries in its metadata, or None; malformed JSON names the file."""
+    if SPEC_KEY not in metadata:
+        return None
+    try:
+        spec = json.loads(metadata[SPEC_KEY])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"weights file {path}: metadata {SPEC_KEY!r} is not valid JSON ({err})") from err
+    if not isinstance(spec, dict):
+        raise ValueError(f"weights file {path}: metadata {SPEC_KEY!r} must be a mapping, got {type(spec).__name__}")
+    return spec
+
+
 def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
@@ -212,7 +225,7 @@ def check_entry(entry: registry.Entry) -> Path:
     path = entry_file(entry)
     _, metadata = read_safetensors(path)
     if entry.kind != "dataset":
-        spec = entry_spec(entry, json.loads(metadata[SPEC_KEY]) if SPEC_KEY in metadata else None)
+        spec = entry_spec(entry, stored_spec(metadata, path))
         if spec is None:
             raise ValueError(f"zoo entry {entry.name!r} has no network spec, in its weights or its metafile")
         specs.resolve_class(spec.get("class_path"))
