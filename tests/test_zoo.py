@@ -514,3 +514,18 @@ def test_malformed_spec_metadata_names_the_file(tmp_path):
         save_file({"w": torch.zeros(1)}, path, metadata={store.SPEC_KEY: bad})
         with pytest.raises(ValueError, match=rf"weights file .*w.safetensors: metadata 'distillzoo.spec' {message}"):
             store.load(str(path))
+
+
+def test_cards_show_the_paired_difference_beside_the_unpaired_rows(scratch_zoo):
+    from zoo import evidence
+
+    raw = yaml_load(registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml")
+    arms = [{"arm": a, "role": r, "config": ["recipes/graph_mlp/tiny.yaml"]} for a, r in
+            (("baseline", "baseline"), ("distilled", "distilled"))]  # fmt: skip
+    raw["evidence"] = {"metric": "test/acc", "scale": 100, "arms": arms}
+    raw.pop("results", None)
+    registry.write_entry(raw, registry.entries_dir())
+    evidence.run("gcn-csbm", seeds=3, fit=fake_fit)
+    card = cards.render_entry(registry.get("gcn-csbm").raw)
+    assert "| arm | mean ± std | n | paired Δ vs baseline [95% CI] |" in card
+    assert "| distilled | 60.67 ± 2.52 | 3 | +10.00 [+10.00, +10.00] |" in card

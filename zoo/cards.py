@@ -19,10 +19,15 @@ def _value(row: dict[str, Any]) -> str:
     return f"{row['mean']:.2f} ± {row['std']:.2f}" if "std" in row else f"{row['mean']:.2f}"
 
 
-def _fmt_row(row: dict[str, Any], top_k: int, extra: list[str]) -> str:
+def _paired(row: dict[str, Any]) -> str:
+    p = row.get("paired")
+    return f" {p['mean']:+.2f} [{p['lo']:+.2f}, {p['hi']:+.2f}] |" if p else " |"
+
+
+def _fmt_row(row: dict[str, Any], top_k: int, extra: list[str], paired: bool) -> str:
     top = f" {row['top_mean']:.2f} ± {row['top_std']:.2f} |" if top_k and "top_mean" in row else (" |" if top_k else "")
     more = "".join(f" {_value(row['metrics'][m])} |" if m in row.get("metrics", {}) else " |" for m in extra)
-    return f"| {row['arm']} | {_value(row)} | {row.get('n', '')} |{top}{more}"
+    return f"| {row['arm']} | {_value(row)} | {row.get('n', '')} |{_paired(row) if paired else ''}{top}{more}"
 
 
 def _published(block: dict[str, Any] | None) -> str | None:
@@ -67,11 +72,13 @@ def render_entry(raw: dict[str, Any]) -> str:
             title = "Results" if block == "rows" else f"Results ({block[5:].replace('_', ' ')})"
             top_k = max((int(r.get("top_k", 0)) for r in results[block]), default=0)
             extra = list(dict.fromkeys(m for r in results[block] for m in r.get("metrics", {})))
-            head = "| arm | mean ± std | n |" + (f" top {top_k} by validation |" if top_k else "")
-            head += "".join(f" {m} |" for m in extra)
-            rule = "|---|---|---|" + ("---|" if top_k else "") + "---|" * len(extra)
+            paired = any("paired" in r for r in results[block])
+            against = next((r["paired"]["against"] for r in results[block] if "paired" in r), "")
+            head = "| arm | mean ± std | n |" + (f" paired Δ vs {against} [95% CI] |" if paired else "")
+            head += (f" top {top_k} by validation |" if top_k else "") + "".join(f" {m} |" for m in extra)
+            rule = "|---|---|---|" + ("---|" if paired else "") + ("---|" if top_k else "") + "---|" * len(extra)
             lines += [f"### {title}: {results.get('metric', '')}", "", head, rule]
-            lines += [_fmt_row(r, top_k, extra) for r in results[block]]
+            lines += [_fmt_row(r, top_k, extra, paired) for r in results[block]]
             lines.append("")
     if results.get("rows"):
         lines.append(
