@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from datamodules.multiview import MultiViewDataModule, write_teacher_features  # noqa: E402
-from zoo.specs import module_spec  # noqa: E402
 from modules.ego_proxies import FeatureDistill, ViewNet, export_proxy_outputs, learned_soup  # noqa: E402
 from zoo import store  # noqa: E402
 from zoo.files import atomic_write_bytes  # noqa: E402
+from zoo.specs import module_spec  # noqa: E402
 
 
 def optimiser(epochs: int):
