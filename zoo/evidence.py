@@ -135,27 +135,18 @@ def check_gates(spec: dict, rows: list[dict], seeds: int) -> list[dict[str, str]
             low = [f"{a} {mean(by_arm[a], metric):.2f}" for a in involved if a not in waived
                    and mean(by_arm[a], metric) is not None and mean(by_arm[a], metric) < gate["value"]]  # fmt: skip
             status, detail = ("fail", f"{metric} below {gate['value']}: " + "; ".join(low)) if low else ("pass", "")
-        elif gate["kind"] == "beats_input":
-            (a,) = involved
-            va, vb = mean(by_arm[a], metric), mean(by_arm[a], gate["input_metric"])
-            margin, sign = float(gate.get("margin", 0)), 1 if gate.get("better", "higher") == "higher" else -1
-            if a in waived:
-                status, detail = "waived", ""
-            else:
-                status = "pass" if va is not None and vb is not None and sign * (va - vb) > margin else "fail"
-                detail = f"{a}: {metric} {va} vs its input's {gate['input_metric']} {vb} (margin {margin})"
-        else:
-            a, b = involved
+        else:  # compare and beats_input: one mean must beat another by the margin
+            a = involved[0]
+            b, other = (a, gate["input_metric"]) if gate["kind"] == "beats_input" else (involved[1], metric)
             if a in waived or b in waived:
                 status, detail = "waived", ""
             else:
-                va, vb, margin = mean(by_arm[a], metric), mean(by_arm[b], metric), float(gate.get("margin", 0))
-                va, vb = (None if v is None else round(v, 3) for v in (va, vb))
-                sign = 1 if gate.get("better", "higher") == "higher" else -1
+                va, vb = (None if v is None else round(v, 3) for v in (mean(by_arm[a], metric), mean(by_arm[b], other)))
+                margin, better = float(gate.get("margin", 0)), gate.get("better", "higher")
+                sign = 1 if better == "higher" else -1
                 ok = va is not None and vb is not None and sign * (va - vb) > margin
                 status = "pass" if ok else "fail"
-                better = gate.get("better", "higher")
-                detail = f"{a}: {metric} {va} vs {b}: {vb} ({better} is better, margin {margin})"
+                detail = f"{a}: {metric} {va} vs {b}: {other} {vb} ({better} is better, margin {margin})"
         outcome = {"gate": name, "status": status, "detail": detail}
         if waived:
             outcome["waived"] = waived
