@@ -146,7 +146,8 @@ def test_a_bad_value_ends_with_its_root_cause_and_a_zoo_typo_is_named(capsys, mo
         cli.console_main()
     assert exit_.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("error: Expected a typing.Literal[") and last.endswith("Got value: bogus")
+    assert last.startswith("error: --model.init_args.mode (modules.graph_mlp.FFG2M): Expected a typing.Literal[")
+    assert last.endswith("Got value: bogus")
     monkeypatch.setattr(sys, "argv", ["cli.py", "fit", "--config=recipes/graph_mlp/tiny.yaml",
                                       "--model.init_args.init_weights=ZOO:gcn-cora"])  # fmt: skip
     with pytest.raises(SystemExit):

@@ -12,12 +12,19 @@ wrapper in ``modules/nets``).
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import functools
 import importlib
 import inspect
-from typing import Any, TypeVar
+import numbers
+import os
+import reprlib
+import types
+import typing
+from typing import Any, Literal, TypeVar
 
+import numpy as np
 from torch import nn
 
 # the packages whose modules may be imported to build a spec; everything else is refused unimported
@@ -42,6 +49,7 @@ def exportable(cls: M) -> M:
     @functools.wraps(original)
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         bound = signature.bind(self, *args, **kwargs)
+        given = {k: v for k, v in list(bound.arguments.items())[1:]}
         bound.apply_defaults()
         recorded = {k: v for k, v in list(bound.arguments.items())[1:]}
         for name, param in signature.parameters.items():
@@ -49,7 +57,14 @@ def exportable(cls: M) -> M:
                 recorded.update(recorded.pop(name, {}))
             elif param.kind is param.VAR_POSITIONAL:
                 raise TypeError(f"{cls.__qualname__}: *args cannot be recorded for export; use named arguments")
-        original(self, *args, **kwargs)
+        try:
+            original(self, *args, **kwargs)
+        except (TypeError, RuntimeError) as err:
+            if type(self) is not cls or type(err) not in (TypeError, RuntimeError):
+                raise
+            # torch's own errors (a negative size, a None width) name neither the network nor its arguments
+            shown = ", ".join(f"{k}={reprlib.repr(v)}" for k, v in given.items())
+            raise type(err)(f"{cls.__qualname__}({shown}): {err}") from err
         if type(self) is cls:  # a subclass records its own arguments
             # e.g. TimmViT's pretrained=False: the rebuilt network gets its weights from the zoo, not a hub
             self.init_args = recorded | dict(getattr(cls, "spec_overrides", {}))
@@ -101,15 +116,87 @@ def resolve_class(path: str) -> type[nn.Module]:
     return REGISTRY[path]
 
 
-def build(spec: dict[str, Any]) -> nn.Module:
-    """Instantiate an allow-listed ``{class_path, init_args}``."""
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON-like ``value`` fits the annotation ``hint``; annotations this cannot judge (a class, a
+    callable, a forward reference) count as fitting, and the constructor has the last word."""
+    if hint is Any or isinstance(hint, (str, TypeVar)):
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, (bool, np.bool_))
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    if origin in (list, tuple, collections.abc.Sequence) or hint in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):  # JSON turns a tuple into a list: either is a sequence
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        return not args or all(_fits(v, args[0]) for v in value)
+    if origin in (dict, collections.abc.Mapping) or hint in (dict, collections.abc.Mapping):
+        return isinstance(value, dict) and (len(args) != 2 or all(_fits(v, args[1]) for v in value.values()))
+    return True
+
+
+def _hint_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def check_init_args(cls: type[nn.Module], init_args: dict[str, Any], what: str) -> None:
+    """ValueError naming ``what`` (the spec and where it came from), the class and the argument, for an
+    argument ``cls`` does not take, a required one that is missing, or a value of another type than its
+    annotation: a spec from a file must fail here, in words, not deep inside a constructor."""
+    signature = inspect.signature(cls.__init__)
+    params = {k: p for k, p in list(signature.parameters.items())[1:] if p.kind not in (p.VAR_POSITIONAL,)}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = {k: p for k, p in params.items() if p.kind is not p.VAR_KEYWORD}
+    unknown = [k for k in init_args if k not in named]
+    if unknown and not takes_any:
+        close = {k: difflib.get_close_matches(k, list(named), n=1) for k in unknown}
+        hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for k, c in close.items()]
+        raise ValueError(
+            f"{what}: {cls.__qualname__} takes no argument {', '.join(hints)}; it takes {', '.join(named)}"
+        )
+    missing = [k for k, p in named.items() if p.default is p.empty and k not in init_args]
+    if missing:
+        raise ValueError(f"{what}: {cls.__qualname__} needs {', '.join(map(repr, missing))}, which init_args lacks")
+    try:  # the project's modules use postponed annotations: evaluate them in the class's module
+        hints = typing.get_type_hints(inspect.unwrap(cls.__init__))
+    except Exception:  # an annotation that does not evaluate is left to the constructor to judge
+        hints = {}
+    for key, value in init_args.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise ValueError(
+                f"{what}: {cls.__qualname__} argument {key!r} must be {_hint_name(hints[key])}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+
+
+def build(spec: dict[str, Any], source: str | None = None) -> nn.Module:
+    """Instantiate an allow-listed ``{class_path, init_args}``; ``source`` (a file, ``zoo:NAME``) is named in
+    every error, with the class and the argument at fault."""
+    where = f" (from {source})" if source else ""
     if not isinstance(spec, dict) or "class_path" not in spec:
-        raise ValueError(f"a network spec must be a mapping with class_path (and init_args); got {spec!r}")
+        raise ValueError(f"a network spec must be a mapping with class_path (and init_args){where}; got {spec!r}")
+    path = spec["class_path"]
+    if not isinstance(path, str):
+        raise ValueError(f"spec class_path{where} must be a string naming a class, got {type(path).__name__} {path!r}")
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, dict):
-        raise ValueError(f"spec {spec['class_path']!r}: init_args must be a mapping, got {type(init_args).__name__}")
-    cls = resolve_class(spec["class_path"])
+        raise ValueError(f"spec {path!r}{where}: init_args must be a mapping, got {type(init_args).__name__}")
+    cls = resolve_class(path)
+    what = f"spec {path!r}{where}"
+    check_init_args(cls, init_args, what)
     try:
         return cls(**init_args)
-    except TypeError as err:
-        raise TypeError(f"spec {spec['class_path']!r} does not fit its constructor: {err}") from err
+    except (TypeError, ValueError, RuntimeError) as err:  # a value of the right type the network refuses
+        raise ValueError(f"{what}: {err}") from err

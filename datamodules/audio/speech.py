@@ -48,11 +48,15 @@ def read_audio(path: str | Path, sample_rate: int) -> tuple[Tensor, bool, bool]:
         with ``torchaudio.functional.resample``.
 
     Raises:
-        sf.LibsndfileError (a RuntimeError) when the file cannot be decoded, ValueError when it has no samples.
+        sf.LibsndfileError (a RuntimeError) when the file cannot be decoded, ValueError when it has no samples
+        or a NaN/inf sample (a float WAV can hold them; they would train to NaN or fail inside PESQ).
     """
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [T, C]
     if data.size == 0:
         raise ValueError(f"{path} has no samples")
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise ValueError(f"{path} has {data.size - int(finite.sum())} non-finite samples (NaN/inf) of {data.size}")
     audio = torch.from_numpy(data.mean(axis=1, dtype=np.float32))
     if rate != sample_rate:
         audio = torchaudio.functional.resample(audio, int(rate), sample_rate)
@@ -225,7 +229,8 @@ class SpeechDataModule(BaseDataModule):
     With a ``root``, ``root/train_dir`` and ``root/test_dir`` are searched recursively for ``*.flac`` and
     ``*.wav`` (LibriSpeech's ``speaker/chapter/speaker-chapter-utt.flac`` or a flat folder); the speaker id is
     the first ``-`` field of the file stem. Files are read with soundfile, averaged to mono and resampled to
-    ``sample_rate``; unreadable or empty files are skipped and reported in one warning. ``root`` is only read.
+    ``sample_rate``; unreadable or empty files, and files with NaN/inf samples, are skipped and reported (with
+    the reason) in one warning. ``root`` is only read.
     With ``root=None`` the data are :func:`synthetic_speech` (fixed seed 0, generated in about a second):
     24 train speakers x 4 utterances and 6 test speakers x 2, each 1.5-3 s of glottal-pulse vowels gliding
     between formant targets, noise fricatives and pauses, peak 0.5.
@@ -241,7 +246,7 @@ class SpeechDataModule(BaseDataModule):
     ``.codes.safetensors`` file written by ``modules.codec.CodecWriter``), else for the test utterances.
     After ``setup()``, ``stats`` holds ``{train,val,test}_{files,seconds,speakers}`` (seconds as served) and
     the counts ``skipped``, ``downmixed``, ``resampled`` (files) and ``padded`` (train utterances shorter than
-    a segment); ``skipped_paths`` lists the skipped files.
+    a segment); ``skipped_paths`` lists the skipped files and ``skip_reasons`` says why each was skipped.
     """
 
     def __init__(
@@ -280,14 +285,16 @@ class SpeechDataModule(BaseDataModule):
         self.val_set: list[Utterance] = []
         self.test_set: list[Utterance] = []
         self.skipped_paths: list[str] = []
+        self.skip_reasons: dict[str, str] = {}  # skipped path -> why (undecodable, empty, NaN/inf samples)
         self.stats: dict[str, float | int] = {}
 
     # ------------------------------------------------------------------ reading
 
     def _read_folder(self, folder: Path, counts: dict[str, int], limit: int | None = None) -> list[Utterance]:
         if not folder.is_dir():
+            state = "is a file, not a folder" if folder.exists() else "does not exist"
             raise FileNotFoundError(
-                f"{folder} does not exist; SpeechDataModule reads LibriSpeech-style folders of *.flac/*.wav under "
+                f"{folder} {state}; SpeechDataModule reads LibriSpeech-style folders of *.flac/*.wav under "
                 f"root ({self.train_dir!r} and {self.test_dir!r}). Get LibriSpeech with torchaudio.datasets."
                 "LIBRISPEECH(path, url='train-clean-100', download=True) (then root=path/LibriSpeech, "
                 "train_dir='train-clean-100') or from https://openslr.org/12, or use root=None for the embedded "
@@ -298,14 +305,20 @@ class SpeechDataModule(BaseDataModule):
         for path in paths:
             try:
                 audio, downmixed, resampled = read_audio(path, self.sample_rate)
-            except (RuntimeError, ValueError):
+            except (RuntimeError, ValueError) as err:
                 self.skipped_paths.append(str(path))
+                self.skip_reasons[str(path)] = str(err).replace(f"{path} ", "").replace(f"'{path}'", "it")
                 continue
             counts["downmixed"] += downmixed
             counts["resampled"] += resampled
             utterances.append(Utterance(str(path), speaker_of(path), audio))
         if not utterances:
-            what = f"none of its {len(paths)} audio files is readable" if paths else "it has no *.flac or *.wav files"
+            if paths:
+                reason = self.skip_reasons.get(str(paths[0]))
+                what = f"none of its {len(paths)} audio files is usable (e.g. {paths[0].name}: {reason})"
+            else:  # say what is there instead: another format, or nothing
+                others = sorted({f.suffix or f.name for f in folder.rglob("*") if f.is_file()})[:5]
+                what = "no *.flac or *.wav" + (f" (only {', '.join(others)} files)" if others else " (it is empty)")
             raise ValueError(f"no usable audio in {folder}: {what}")
         return utterances
 
@@ -314,7 +327,7 @@ class SpeechDataModule(BaseDataModule):
         if self.train_set is not None:
             return
         counts = {"skipped": 0, "downmixed": 0, "resampled": 0, "padded": 0}
-        self.skipped_paths = []
+        self.skipped_paths, self.skip_reasons = [], {}
         if self.root is None:
             train_all = synthetic_speech(*SYNTHETIC_SIZES["train"], self.sample_rate)
             test = synthetic_speech(
@@ -325,7 +338,7 @@ class SpeechDataModule(BaseDataModule):
             train_all = self._read_folder(root / self.train_dir, counts, self.max_train_files)
             test = self._read_folder(root / self.test_dir, counts)
             if self.skipped_paths:
-                first = ", ".join(self.skipped_paths[:3])
+                first = ", ".join(f"{p} ({self.skip_reasons[p]})" for p in self.skipped_paths[:3])
                 rank_zero_warn(
                     f"SpeechDataModule skipped {len(self.skipped_paths)} unreadable or empty audio files: {first}"
                     + (" ..." if len(self.skipped_paths) > 3 else "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -14,7 +15,7 @@ from torch_geometric.data import Data
 from torch_geometric.utils import remove_self_loops, subgraph, to_undirected
 
 from datamodules.base import BaseDataModule
-from datamodules.graphs.raw import open_raw_dataset, restricted_pyg_pickles
+from datamodules.graphs.raw import RefusedPickle, open_raw_dataset, restricted_pickle_load, restricted_pyg_pickles
 from datamodules.synthetic.csbm import contextual_sbm
 from zoo.datasets import check_graphs
 
@@ -32,6 +33,50 @@ PLANETOID_RAW_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.i
 def planetoid_raw_file_names(name: str) -> list[str]:
     """The raw files ``torch_geometric.datasets.Planetoid`` reads for ``name`` (``ind.cora.x``, ...)."""
     return [f"ind.{name.lower()}.{suffix}" for suffix in PLANETOID_RAW_SUFFIXES]
+
+
+def planetoid_raw_problem(raw_dir: Path, name: str) -> str | None:
+    """The first raw file of ``name`` in ``raw_dir`` that is not what PyG's Planetoid reader expects, and why
+    (a truncated pickle, another type, row counts that disagree, a test index past the nodes); None if each
+    looks right. Only run after processing failed, to name the file PyG's own error leaves out."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    prefix, rows, widths = f"ind.{name.lower()}", {}, {}
+    for suffix in PLANETOID_RAW_SUFFIXES:
+        path = raw_dir / f"{prefix}.{suffix}"
+        if suffix == "test.index":
+            try:
+                index = [int(v) for v in path.read_text().split()]
+            except (ValueError, UnicodeDecodeError) as err:
+                return f"{path.name} must hold one integer node index per line ({err})"
+            if index and min(index) < 0:
+                return f"{path.name} holds the negative node index {min(index)}"
+            continue
+        try:
+            with open(path, "rb") as handle:
+                obj = restricted_pickle_load(handle, encoding="latin1")
+        except RefusedPickle:
+            raise
+        except Exception as err:  # truncated or not a pickle: the unpickler raises many kinds
+            return f"{path.name} is not a complete pickle ({type(err).__name__}: {err or 'no data'})"
+        if suffix == "graph":
+            if not isinstance(obj, dict):
+                return f"{path.name} holds a {type(obj).__name__}, expected a dict of adjacency lists"
+            continue
+        if not (isinstance(obj, np.ndarray) or sp.issparse(obj)) or len(obj.shape) != 2:
+            return f"{path.name} holds a {type(obj).__name__}, expected a 2-D array or sparse matrix"
+        rows[suffix], widths[suffix] = obj.shape
+    for features, labels in (("x", "y"), ("tx", "ty"), ("allx", "ally")):
+        if rows[features] != rows[labels]:
+            return f"{prefix}.{features} has {rows[features]} rows but {prefix}.{labels} has {rows[labels]}"
+    for a, b in (("x", "tx"), ("x", "allx"), ("y", "ty"), ("y", "ally")):
+        if widths[a] != widths[b]:
+            return f"{prefix}.{a} has {widths[a]} columns but {prefix}.{b} has {widths[b]}"
+    nodes = rows["allx"] + rows["tx"]
+    if index and max(index) >= nodes and name.lower() not in ("citeseer", "nell.0.001"):  # PyG pads these two
+        return f"{prefix}.test.index holds node index {max(index)}, but allx and tx have {nodes} rows"
+    return None
 
 
 def check_node_splits(masks: Mapping[str, Tensor], num_nodes: int) -> None:
@@ -216,6 +261,7 @@ class PlanetoidDataModule(BaseDataModule):
             files,
             lambda root: _safe_planetoid(root, self.name),
             f"Planetoid {self.name!r} needs raw files {', '.join(files)}",
+            diagnose=lambda raw_dir: planetoid_raw_problem(raw_dir, self.name),
         )
         self._num_classes = int(dataset.num_classes)
         return dataset[0]

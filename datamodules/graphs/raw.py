@@ -82,13 +82,17 @@ def open_raw_dataset(
     open_dataset: Callable[[str], Any],
     what: str,
     checked_files: Sequence[str] | None = None,
+    diagnose: Callable[[Path], str | None] | None = None,
 ) -> tuple[Any, Path]:
     """Open a PyG dataset from ``root/name/raw`` through :func:`writable_dataset_root`.
 
     ``open_dataset(dataset_root)`` builds the PyG dataset (it downloads when the raw files are absent
     and the user has network). If the ``checked_files`` (default: ``needed_files``) were not all there
     and opening fails, the error becomes a FileNotFoundError naming ``what``, the missing ``needed_files``
-    and where they were looked for.
+    and where they were looked for. If they were there but PyG cannot parse them (truncated, another
+    format), the error becomes a ValueError naming the folder and, through ``diagnose(raw_dir)``, the first
+    bad file and why (PyG's own error, an IndexError or a "Ran out of input", names neither); a pickle the
+    restricted unpickler refuses stays a :class:`RefusedPickle`.
 
     Returns:
         (the dataset, its raw folder).
@@ -104,7 +108,13 @@ def open_raw_dataset(
         return open_dataset(str(dataset_root)), raw_dir
     except Exception as err:
         if had_raw:
-            raise
+            if isinstance(err, RefusedPickle) or not isinstance(err, RAW_PARSE_ERRORS):
+                raise
+            problem = (diagnose(raw_dir) if diagnose is not None else None) or f"{type(err).__name__}: {err}"
+            raise ValueError(
+                f"dataset {name!r}: cannot process the raw files in {given / name / 'raw'}: {problem}; "
+                "are they complete and in the dataset's standard format?"
+            ) from err
         missing = [f for f in needed_files if not (raw_dir / f).is_file()]
         source = given / name / "raw"
         where = f"{source} (processed in {raw_dir})"
@@ -124,13 +134,23 @@ SAFE_GLOBALS = {
 }  # fmt: skip
 
 
+# what PyG's readers raise on a raw file that is truncated or in another format
+RAW_PARSE_ERRORS = (
+    ValueError, TypeError, IndexError, KeyError, RuntimeError, EOFError, UnicodeDecodeError, pickle.UnpicklingError,
+)  # fmt: skip
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A raw file's pickle names a global outside :data:`SAFE_GLOBALS` (it could run code)."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only :data:`SAFE_GLOBALS`; any other global (``os.system``, ``eval``, ...) is
     refused with an UnpicklingError naming it, before it is imported."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in SAFE_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: raw data files may only hold arrays")
+            raise RefusedPickle(f"refusing to unpickle {module}.{name}: raw data files may only hold arrays")
         if module == "__builtin__":
             module = "builtins"
         return super().find_class(module.replace("numpy.core.", "numpy._core."), name)

@@ -35,6 +35,45 @@ def tu_raw_file_names(name: str) -> list[str]:
     return [f"{name}_{suffix}.txt" for suffix in TU_REQUIRED_SUFFIXES]
 
 
+def tu_raw_problem(raw_dir: Path, name: str) -> str | None:
+    """The first raw file of TU dataset ``name`` in ``raw_dir`` that PyG's reader would choke on, and why (not
+    comma-separated numbers, a wrong column count, row counts that disagree, a node id past the nodes); None
+    if each looks right. Only run after processing failed, to name the file PyG's own error leaves out."""
+    tables: dict[str, list[list[float]]] = {}
+    for suffix, columns in (("A", 2), ("graph_indicator", 1), ("graph_labels", 1), ("node_labels", None),
+                            ("edge_labels", None), ("node_attributes", None), ("edge_attributes", None)):  # fmt: skip
+        path = raw_dir / f"{name}_{suffix}.txt"
+        if not path.is_file():
+            continue
+        rows = []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            try:
+                rows.append([float(v) if "attributes" in suffix else int(v) for v in line.split(",")])
+            except ValueError:
+                return f"{path.name} line {number} is {line[:40]!r}: expected comma-separated numbers"
+            if columns is not None and len(rows[-1]) != columns:
+                return f"{path.name} line {number} has {len(rows[-1])} values, expected {columns}"
+        if not rows:
+            return f"{path.name} is empty"
+        tables[suffix] = rows
+    if "A" not in tables or "graph_indicator" not in tables:
+        return None
+    nodes, edges = len(tables["graph_indicator"]), len(tables["A"])
+    ids = [v for row in tables["A"] for v in row]
+    per_node = (nodes, f"{name}_graph_indicator.txt has {nodes} nodes")
+    if min(ids) < 1 or max(ids) > nodes:
+        return f"{name}_A.txt has node ids in [{min(ids)}, {max(ids)}], but {per_node[1]}"
+    graphs = max(row[0] for row in tables["graph_indicator"])
+    per_graph = (graphs, f"{name}_graph_indicator.txt names {graphs} graphs")
+    per_edge = (edges, f"{name}_A.txt has {edges} edges")
+    expected = {"graph_labels": per_graph, "node_labels": per_node, "node_attributes": per_node}
+    expected |= {"edge_labels": per_edge, "edge_attributes": per_edge}
+    for suffix, (count, source) in expected.items():
+        if suffix in tables and len(tables[suffix]) != count:
+            return f"{name}_{suffix}.txt has {len(tables[suffix])} rows, but {source}"
+    return None
+
+
 def _one_hot_labels(values: Tensor, what: str, name: str | None) -> Tensor:
     """``values.argmax(-1)`` after checking every row is one-hot: exactly one 1, the rest 0."""
     where = f" in {name}" if name else ""
@@ -220,12 +259,18 @@ class TUDataModule(BaseDataModule):
             f"TU dataset {self.name!r} needs raw files {', '.join(files)} (and {self.name}_node_labels.txt "
             "where it has node labels)",
             checked_files=files[:2],  # what TUDataset checks before downloading
+            diagnose=lambda raw_dir: tu_raw_problem(raw_dir, self.name),
         )
         if dataset._data.y is None:
             raise FileNotFoundError(
                 f"TU dataset {self.name!r} has no graph labels: {raw_dir / files[2]} is missing, and graph "
                 "classification needs it"
             )
+        if dataset._data.y.numel() != len(dataset):  # PyG processes this without a word and fails on indexing
+            problem = tu_raw_problem(raw_dir, self.name)
+            problem = problem or f"{dataset._data.y.numel()} graph labels for {len(dataset)} graphs"
+            source = Path(self.root).expanduser() / self.name / "raw"
+            raise ValueError(f"TU dataset {self.name!r}: the raw files in {source} disagree: {problem}")
         return dataset
 
     def prepare_data(self) -> None:

@@ -19,6 +19,7 @@ from zoo.files import atomic_write_bytes
 __all__ = ["read_list_file", "read_student_input", "read_teacher_features", "write_teacher_features"]
 
 IMAGE_SUFFIXES, VIDEO_SUFFIXES = (".png", ".jpg", ".jpeg"), (".mp4", ".avi")
+STUDENT_SUFFIXES = (*IMAGE_SUFFIXES, ".npy", *VIDEO_SUFFIXES)
 
 
 def write_teacher_features(path: str | Path, features: Tensor, ids: Sequence[str]) -> None:
@@ -48,6 +49,15 @@ def read_teacher_features(path: str | Path, ids: Sequence[str]) -> Tensor:
             features = f.get_tensor("features").float()
     except (SafetensorError, KeyError, OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not a teacher feature file (tensor 'features', metadata 'ids'): {err}") from err
+    if not isinstance(stored, list) or not all(isinstance(i, str) for i in stored):
+        raise ValueError(f"{path}: metadata 'ids' must be a JSON list of sample id strings, got {str(stored)[:60]}")
+    finite = torch.isfinite(features)
+    if not bool(finite.all()):  # all-zero rows mean "missing"; NaN would train to NaN
+        rows = (~finite).any(1).nonzero().view(-1)
+        raise ValueError(
+            f"{path} has {int((~finite).sum())} non-finite values (NaN/inf) in {rows.numel()} rows, first row "
+            f"{int(rows[0])} (id {stored[int(rows[0])]!r}); write missing rows as zeros"
+        )
     if features.dim() != 2 or features.shape[0] != len(stored):
         raise ValueError(f"{path} has features {tuple(features.shape)} but {len(stored)} ids")
     if len(stored) != len(ids):
@@ -72,12 +82,25 @@ def read_student_input(path: str | Path) -> Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"student input {path} does not exist")
     suffix = path.suffix.lower()
+    if suffix not in STUDENT_SUFFIXES:
+        raise ValueError(f"{path}: unsupported student input suffix {suffix!r} (png, jpg, npy, mp4, avi)")
+    try:
+        return _decode_student_input(path, suffix)
+    except (RuntimeError, ValueError, OSError, EOFError) as err:  # torchvision/numpy name neither the file nor why
+        raise ValueError(f"cannot read student input {path}: {err}") from err
+
+
+def _decode_student_input(path: Path, suffix: str) -> Tensor:
     if suffix in IMAGE_SUFFIXES:
         from torchvision.io import ImageReadMode, read_image
 
         return read_image(str(path), ImageReadMode.GRAY).float() / 255
     if suffix == ".npy":
-        return torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        array = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        finite = torch.isfinite(array)
+        if not bool(finite.all()):
+            raise ValueError(f"it has {int((~finite).sum())} non-finite values (NaN/inf) of {array.numel()}")
+        return array
     if suffix in VIDEO_SUFFIXES:
         import torchvision.io
 
@@ -90,18 +113,34 @@ def read_student_input(path: str | Path) -> Tensor:
                 raise ImportError(f"reading {path} needs torchcodec (`pip install torchcodec`)") from err
             frames = VideoDecoder(str(path))[:]
         return frames.float() / 255
-    raise ValueError(f"{path}: unsupported student input suffix {suffix!r} (png, jpg, npy, mp4, avi)")
+    raise AssertionError(suffix)  # read_student_input checked the suffix
 
 
 def read_list_file(list_file: Path) -> tuple[list[str], list[Path], Tensor, dict[str, Tensor]]:
-    """(ids, paths, labels, split -> indices) of a CSV list with header ``id,path,label,split``."""
+    """(ids, paths, labels, split -> indices) of a CSV list with header ``id,path,label,split``; a missing
+    file, a missing column, a label that is not an integer, an unknown split or an input suffix the reader
+    cannot read raise naming the file and the row's id."""
+    if not list_file.is_file():
+        raise FileNotFoundError(f"list file {list_file} does not exist")
     with open(list_file, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows or not {"id", "path", "label", "split"} <= set(rows[0]):
         raise ValueError(f"{list_file} must be a CSV with header id,path,label,split and at least one row")
+    bad = next((r for r in rows if None in r.values()), None)  # DictReader fills a short row with None
+    if bad is not None:
+        raise ValueError(f"{list_file}: the row of id {bad['id']!r} has fewer than the 4 columns id,path,label,split")
     bad = next((r for r in rows if r["split"] not in SPLITS), None)
     if bad is not None:
         raise ValueError(f"{list_file}: id {bad['id']!r} has split {bad['split']!r}, expected one of {SPLITS}")
+    bad = next((r for r in rows if not r["label"].strip().lstrip("-").isdigit()), None)
+    if bad is not None:
+        raise ValueError(f"{list_file}: id {bad['id']!r} has label {bad['label']!r}, expected an integer class")
+    bad = next((r for r in rows if Path(r["path"]).suffix.lower() not in STUDENT_SUFFIXES), None)
+    if bad is not None:  # found now, not when a batch containing it is first drawn
+        raise ValueError(
+            f"{list_file}: id {bad['id']!r} has path {bad['path']!r}, whose suffix the reader cannot read "
+            f"({', '.join(s.lstrip('.') for s in STUDENT_SUFFIXES)})"
+        )
     ids = [r["id"] for r in rows]
     paths = [list_file.parent / r["path"] for r in rows]
     split = {s: torch.tensor([i for i, r in enumerate(rows) if r["split"] == s], dtype=torch.long) for s in SPLITS}

@@ -55,16 +55,24 @@ def read_uci_mfeat(root: str | Path | None = None) -> tuple[dict[str, np.ndarray
     views, labels = {}, None
     for name, width in UCI_MFEAT_WIDTHS.items():
         raw, csv_path = root / f"mfeat-{name}", root / f"mfeat-{name}.csv"
-        if raw.is_file():
-            path, data = raw, np.loadtxt(raw, ndmin=2)
-            expected, view_labels = width, np.arange(len(data)) // UCI_PER_CLASS
-        elif csv_path.is_file():
-            path, data = csv_path, np.loadtxt(csv_path, delimiter=",", skiprows=1, ndmin=2)
-            expected, view_labels = width + 1, data[:, -1].astype(np.int64)
-        else:
+        if not raw.is_file() and not csv_path.is_file():
             raise FileNotFoundError(
                 f"neither {raw} nor {csv_path} exists; download {UCI_MFEAT_URL} and pass its folder as root"
             )
+        path = raw if raw.is_file() else csv_path
+        try:
+            if path == raw:
+                data = np.loadtxt(raw, ndmin=2)
+            else:
+                data = np.loadtxt(csv_path, delimiter=",", skiprows=1, ndmin=2)
+        except (ValueError, UnicodeDecodeError) as err:  # numpy's message names the row, not the file
+            raise ValueError(f"{path} is not a table of numbers (view {name!r}): {err}") from err
+        if not np.isfinite(data).all():
+            raise ValueError(f"{path} has {int((~np.isfinite(data)).sum())} non-finite values (NaN/inf)")
+        if path == raw:
+            expected, view_labels = width, np.arange(len(data)) // UCI_PER_CLASS
+        else:
+            expected, view_labels = width + 1, data[:, -1].astype(np.int64)
         if data.shape != (UCI_ROWS, expected):
             raise ValueError(
                 f"{path} has shape {data.shape}, expected ({UCI_ROWS}, {expected}) for view {name!r} "

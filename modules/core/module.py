@@ -158,6 +158,10 @@ class DistillModule(L.LightningModule):
         if collection is not None and not len(self.stage_metrics):
             for s in STAGES:
                 self.stage_metrics[s] = copy.deepcopy(collection)
+        for s, metrics in self.stage_metrics.items():  # again after every copy: torchmetrics drops the guard
+            for name, metric in metrics.items(keep_base=True, copy_state=False):
+                if not isinstance(metric.update, FiniteMetricInputs):
+                    metric.update = FiniteMetricInputs(metric.update, f"{type(self).__name__}: {s} metric {name!r}")
 
     def _weighted_sum(self, terms: dict[str, Tensor], step: str | None) -> Tensor:
         loss = sum(self.weight_of(name, step) * value for name, value in terms.items())
@@ -202,8 +206,19 @@ class DistillModule(L.LightningModule):
             for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
                 scheduler.step()
 
-    def _eval_step(self, batch: Any, stage: str) -> None:
+    def _eval_step(self, batch: Any, stage: str, batch_idx: int | None = None) -> None:
         metrics = self.evaluate(batch, stage)
+        values = {k: v for k, v in metrics.items() if isinstance(v, Tensor) and v.is_floating_point()}
+        if values and not bool(torch.stack([torch.isfinite(v).all() for v in values.values()]).all()):  # one sync
+            bad = {
+                k: v[~torch.isfinite(v)].flatten()[0].item() for k, v in values.items() if not torch.isfinite(v).all()
+            }
+            name, value = next(iter(bad.items()))
+            raise FloatingPointError(
+                f"{type(self).__name__}: {stage} metric {name!r} is {value} at batch {batch_idx}, epoch "
+                f"{self.current_epoch}: the model output was non-finite (weights that diverged, or an input "
+                f"no datamodule check caught); non-finite metrics: {sorted(bad)}"
+            )
         # sync_dist: under DDP each rank holds a shard of the evaluation set (a no-op on one device)
         logged = {f"{stage}/{k}": v for k, v in metrics.items()}
         self.log_dict(logged, prog_bar=True, batch_size=self.batch_size(batch), sync_dist=True)
@@ -215,10 +230,10 @@ class DistillModule(L.LightningModule):
             self.stage_metrics[stage].reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, "val", batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, "test", batch_idx)
 
     def on_validation_epoch_end(self) -> None:
         self._log_stage_metrics("val")
@@ -258,6 +273,32 @@ class DistillModule(L.LightningModule):
         # Put the live teacher's tensors back so that strict loading checks the student exactly.
         if self.teacher is not None:
             checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+
+
+class FiniteMetricInputs:
+    """Replaces a torchmetrics metric's ``update``: a floating-point tensor argument with NaN or inf raises
+    FloatingPointError naming the metric (``what``) and the argument, before the metric sees it. Metrics take
+    ``(preds, target)``, so a non-finite first argument is the model's output; without the check it surfaces
+    later as an unrelated error inside the metric (PESQ's C code) or as a NaN score. One ``isfinite`` per
+    tensor."""
+
+    ROLES = ("its prediction (the model output)", "its target (the data)")
+
+    def __init__(self, update: Callable[..., None], what: str) -> None:
+        self.update, self.what = update, what
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        for i, value in enumerate([*args, *kwargs.values()]):
+            if isinstance(value, Tensor) and value.is_floating_point():
+                finite = torch.isfinite(value)
+                if not bool(finite.all()):
+                    role = self.ROLES[i] if i < len(self.ROLES) else f"its argument {i}"
+                    origin = "the model output was non-finite" if i == 0 else "the data were non-finite"
+                    raise FloatingPointError(
+                        f"{self.what} was given {int(finite.numel() - finite.sum())} non-finite values (NaN/inf) "
+                        f"of {value.numel()} as {role}: {origin}"
+                    )
+        self.update(*args, **kwargs)
 
 
 @torch.no_grad()
