@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import pickle
 import re
 import shutil
 import sys
@@ -24,7 +26,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 import zoo
-from zoo import cards, evidence, export, registry, store
+from datamodules.base import DATA_ENV
+from zoo import cards, evidence, export, publish, registry, schema, store
 
 
 class DistillCLI(LightningCLI):
@@ -43,6 +46,17 @@ class DistillCLI(LightningCLI):
             default=False,
             help="after fit, test the best checkpoint of ModelCheckpoint (else the final weights)",
         )
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Parse, then check a ``--ckpt_path`` before Lightning opens it: a file that is not a Lightning
+        checkpoint fails naming the file, not as torch's paragraph on ``weights_only`` or an AttributeError."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not isinstance(path, str) or path in ("best", "last", "hpc") or path.startswith("registry"):
+            return  # Lightning's own names for a checkpoint it finds itself
+        if "://" not in path:  # a remote checkpoint is Lightning's (fsspec) to open
+            export.read_checkpoint(path, mmap=True)
 
     def after_fit(self) -> None:
         self.test_metrics, self.best_ckpt = {}, None
@@ -92,6 +106,7 @@ def lightning_main(args: list[str], run: bool = True) -> DistillCLI:
     """``run=False``: no subcommand, just build the model, datamodule and trainer that ``args`` (configs and
     overrides) describe, composed exactly as ``fit`` would (how scripts rebuild an evidence arm's data)."""
     quiet()
+    check_config_files(args)
     return DistillCLI(
         LightningModule,
         LightningDataModule,
@@ -110,12 +125,43 @@ def lightning_main(args: list[str], run: bool = True) -> DistillCLI:
     )
 
 
-def evidence_fit(arm: dict[str, Any], seed: int, keep: Path | None = None) -> tuple[dict[str, float], float | None]:
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The mapping a YAML file holds, or an error naming ``what``, the file and (for bad YAML) the line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} {'is a folder' if path.is_dir() else 'does not exist'}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{what} {path} is not valid YAML{where}: {problem}") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path} is not a text file: {err}") from err
+    if not isinstance(data, dict):
+        got = "empty" if data is None else f"a {type(data).__name__}"
+        raise ValueError(f"{what} {path} must hold a YAML mapping of keys, but it is {got}")
+    return data
+
+
+def check_config_files(args: list[str]) -> None:
+    """Every existing ``--config``/``-c`` file must be a YAML mapping: jsonargparse's own report of bad YAML
+    names neither the file nor the problem's line, and of a list or an empty file only its last item.
+    (A value that is no file is left to jsonargparse, which reads it as inline YAML or names it as missing.)"""
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name in ("--config", "-c") and not value and i + 1 < len(args):
+            value = args[i + 1]
+        if name in ("--config", "-c") and value and Path(value).expanduser().is_file():
+            read_yaml_mapping(Path(value).expanduser(), "config file")
+
+
+def evidence_fit(arm: schema.Arm, seed: int, keep: Path | None = None) -> tuple[dict[str, float], float | None]:
     """One evidence run: ``fit --test_after_fit`` of an arm's configs and overrides at ``seed``; every test
     metric and the validation score that selected the tested checkpoint. With ``keep``, seed 0's tested
     checkpoint is copied to ``keep/<arm slug>.ckpt`` (for export or figures)."""
     with tempfile.TemporaryDirectory(prefix="distillzoo-evidence-") as workdir:
-        args = ["fit", *(f"--config={c}" for c in arm["config"]), *arm.get("args", [])]
+        args = ["fit", *(f"--config={c}" for c in arm.config), *arm.args]
         args += [
             f"--seed_everything={seed}",
             "--test_after_fit=true",
@@ -155,12 +201,17 @@ def zoo_main(argv: list[str]) -> int:
     ev.add_argument("--jobs", type=int, default=1, help="fits run at once, in spawned processes (default 1)")
     ev.add_argument("--keep", type=Path, help="copy each arm's seed-0 best checkpoint here, as <arm slug>.ckpt")
     ev.add_argument("--fresh", action="store_true", help="rerun the arms' recorded runs too (after a code change)")
+    pub = sub.add_parser("publish", help="rebuild an entry from its publish block: evidence, export, figures, cards")
+    pub.add_argument("name")
+    pub.add_argument("--jobs", type=int, default=1, help="evidence fits run at once (default 1)")
+    pub.add_argument("--keep", type=Path, help="kept seed-0 checkpoints (default runs/publish/NAME)")
+    pub.add_argument("--fresh", action="store_true", help="rerun the recorded evidence runs too")
     opts = parser.parse_args(argv)
 
     if opts.command == "list":
         for name in zoo.list():
-            entry = zoo.get(name)
-            print(f"{name:40s} {entry.method:12s} {entry.task}")
+            meta = zoo.get(name).meta
+            print(f"{name:40s} {meta.method:12s} {meta.task}")
     elif opts.command == "show":
         print(yaml.safe_dump(zoo.get(opts.name).raw, sort_keys=False, allow_unicode=True), end="")
     elif opts.command == "verify":
@@ -171,10 +222,10 @@ def zoo_main(argv: list[str]) -> int:
                 print(f"ok      {name}  {path}")
             except (ValueError, KeyError, TypeError, OSError, ImportError) as err:
                 failed += 1
-                print(f"FAILED  {name}: {err}")
+                print(f"FAILED  {name}: {message_of(err)}")
         return 1 if failed else 0
     elif opts.command == "export":
-        meta = yaml.safe_load(Path(opts.meta).read_text()) if opts.meta else None
+        meta = read_yaml_mapping(Path(opts.meta).expanduser(), "--meta file") if opts.meta else None
         path = export.export(opts.ckpt, opts.name, meta, opts.weights_dir, opts.entries_dir, opts.overwrite)
         print(f"exported {opts.name}: {path}")
     elif opts.command == "cards":
@@ -189,12 +240,56 @@ def zoo_main(argv: list[str]) -> int:
         for gate in failed:
             print(f"error: sanity gate {gate['gate']!r} failed for {opts.name}: {gate['detail']}", file=sys.stderr)
         return 1 if failed else 0
+    elif opts.command == "publish":
+        seeds = (zoo.get(opts.name).meta.publish or schema.Publish()).seeds
+        command = f"python cli.py zoo publish {opts.name}" + (f" --jobs {opts.jobs}" if opts.jobs > 1 else "")
+        path = publish.publish(opts.name, evidence_fit, build_data, opts.jobs, opts.keep, opts.fresh, command)
+        print(f"published {opts.name}: {path} (evidence over {seeds} seeds where it has arms)")
+        run_figures(opts.name, opts.keep or publish.keep_dir(opts.name))
+        print(f"wrote {cards.write()}")
     return 0
 
 
+def build_data(fit: schema.Fit) -> LightningDataModule:
+    """The datamodule of a fit's configs and overrides, composed exactly as the fit would compose it."""
+    return lightning_main([*(f"--config={c}" for c in fit.config), *fit.args], run=False).datamodule
+
+
+def run_figures(name: str, keep: Path) -> None:
+    """Run the figure scripts of ``name``'s publish block (each a ``scripts/*.py`` with its arguments, checked
+    by the schema: a metafile never names a program of its own)."""
+    import subprocess
+
+    plan = zoo.get(name).meta.publish
+    for figure in plan.figures if plan else []:
+        args = [a.replace("{keep}", str(keep)).replace("{name}", name) for a in figure[1:]]
+        print(f"[publish] python {figure[0]} {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, str(registry.REPO_ROOT / figure[0]), *args], check=True, cwd=registry.REPO_ROOT)
+
+
+def take_data_root(args: list[str]) -> list[str]:
+    """Remove ``--data-root DIR`` (or ``--data-root=DIR``, any position) from ``args`` and export it as
+    ``$DISTILLZOO_DATA``, where recipes' ``data:NAME`` roots resolve; fits spawned by ``zoo evidence --jobs``
+    inherit it."""
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--data-root" or arg.startswith("--data-root="):
+            value = arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
+            if not value or not Path(value).expanduser().is_dir():
+                raise FileNotFoundError(f"--data-root {value!r} is not a folder")
+            os.environ[DATA_ENV] = str(Path(value).expanduser().resolve())
+            i += 1 if "=" in arg else 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def main(args: list[str] | None = None) -> Any:
-    """Run the CLI in-process: returns the LightningCLI for Lightning commands, an exit code for ``zoo``."""
-    args = sys.argv[1:] if args is None else list(args)
+    """Run the CLI in-process: returns the LightningCLI for Lightning commands, an exit code for ``zoo``.
+    ``--data-root DIR`` anywhere sets the folder ``data:NAME`` roots live in (``$DISTILLZOO_DATA``)."""
+    args = take_data_root(sys.argv[1:] if args is None else list(args))
     quiet()
     if args and args[0] == "zoo":
         return zoo_main(args[1:])
@@ -202,14 +297,53 @@ def main(args: list[str] | None = None) -> Any:
 
 
 NOISE = re.compile(r"^(- )?(Expected a <class 'NoneType'>|Given value|Subtypes:|Errors:|Does not validate against)")
+PARSER_KEY = re.compile(r'^(- )?Parser key "(?P<key>[^"]+)":$')
+CLASS_PATH = re.compile(r"^(- )?Problem with given class_path '(?P<cls>[^']+)':$")
 
 
 def root_cause(message: str) -> str:
     """The innermost line of a jsonargparse error (it nests a constructor's message inside every Union it
-    tried), so the user reads the actual problem instead of the Namespace dump."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    causes = [line.removeprefix("- ") for line in lines if not NOISE.match(line)]
-    return causes[-1] if causes else message.strip().splitlines()[-1]
+    tried), prefixed by the option it is about (``--model.init_args.student.init_args.in_channels``) and the
+    class whose argument it is, so the user reads the actual problem instead of the Namespace dump."""
+    context: list[tuple[int, str, str]] = []  # (indent, "key" | "class", text) of the enclosing headers
+    cause, where, given = None, [], None
+    for raw in message.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        indent = len(raw) - len(raw.lstrip())
+        while context and context[-1][0] >= indent:
+            context.pop()
+        if match := PARSER_KEY.match(line):
+            context.append((indent, "key", match["key"]))
+        elif match := CLASS_PATH.match(line):
+            context.append((indent, "class", match["cls"]))
+        elif line.startswith("Given value:") and cause is not None and given is None:
+            given = line.removeprefix("Given value:").strip()
+        elif not NOISE.match(line):
+            cause, where, given = line.removeprefix("- "), list(context), None
+    if cause is None:
+        return message.strip().splitlines()[-1] if message.strip() else message
+    keys = [text if kind == "key" else "init_args" for _, kind, text in where]
+    while keys and keys[-1] == "init_args":  # a class's own error, not one of its arguments
+        keys.pop()
+    classes = [text for _, kind, text in where if kind == "class"]
+    if cause.startswith("Expected a") and "Got value" not in cause and given is not None:
+        cause += f"; got {given}"  # a type mismatch jsonargparse reports without the value
+    if len(cause) > 1 and cause[0] == cause[-1] == '"':
+        cause = cause[1:-1]  # a KeyError's message, quoted by str()
+    prefix = f"--{'.'.join(keys)}" if keys else ""
+    prefix += f" ({classes[-1]})" if classes else ""
+    return f"{prefix}: {cause}" if prefix else cause
+
+
+def message_of(err: BaseException) -> str:
+    """An exception's message as written (``str`` of a KeyError is its repr, in quotes)."""
+    return str(err.args[0]) if isinstance(err, KeyError) and len(err.args) == 1 else str(err)
+
+
+# errors a user can act on from their message alone: printed as ``error: <message>``, without a traceback
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, FloatingPointError, pickle.UnpicklingError)
 
 
 def console_main() -> None:
@@ -217,11 +351,11 @@ def console_main() -> None:
     problem>`` as the last line (after jsonargparse's full report above it)."""
     try:
         result = main()
-    except (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, FloatingPointError) as err:
-        print(f"error: {root_cause(str(err))}", file=sys.stderr)
-        sys.exit(2)
     except argparse.ArgumentError as err:  # jsonargparse's report in full, then its root cause last
         print(f"{err}\nerror: {root_cause(str(err))}", file=sys.stderr)
+        sys.exit(2)
+    except USER_ERRORS as err:
+        print(f"error: {root_cause(message_of(err))}", file=sys.stderr)
         sys.exit(2)
     if isinstance(result, int):
         sys.exit(result)

@@ -4,6 +4,8 @@ Splits themselves are in :mod:`datamodules.splits`."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from types import EllipsisType
 from typing import Any, Literal
 
@@ -11,13 +13,35 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["BaseDataModule"]
+__all__ = ["DATA_ENV", "BaseDataModule", "resolve_root"]
+
+DATA_ENV = "DISTILLZOO_DATA"  # the folder that ``data:NAME`` roots live in (``cli.py --data-root`` sets it)
+DATA_SCHEME = "data:"
+
+
+def resolve_root(root: str | None) -> str | None:
+    """A datamodule root as a path: ``data:NAME`` is ``$DISTILLZOO_DATA/NAME``, so recipes and metafiles
+    name a dataset folder without one machine's layout; any other string is a path as given."""
+    if root is None or not str(root).startswith(DATA_SCHEME):
+        return root
+    name = str(root)[len(DATA_SCHEME) :]
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ValueError(f"data root {root!r}: expected data:NAME with NAME a folder inside ${DATA_ENV}")
+    base = os.environ.get(DATA_ENV)
+    if not base:
+        raise ValueError(
+            f"data root {root!r} lies in the data folder, but ${DATA_ENV} is not set: set it to the folder that "
+            f"holds {name}/ or pass --data-root DIR to cli.py (or give the dataset's path as root)"
+        )
+    return str(Path(base).expanduser() / name)
 
 
 class BaseDataModule(L.LightningDataModule):
     """A LightningDataModule with the project's common parameters and one way to build loaders.
 
-    ``root`` is where the real dataset lies on disk in its standard format; ``None`` means the embedded
+    ``root`` is where the real dataset lies on disk in its standard format (``data:NAME`` for a folder in
+    ``$DISTILLZOO_DATA``, :func:`resolve_root`, resolved when it is read, so a recipe builds without it);
+    ``None`` means the embedded
     default, generated on the fly by :mod:`datamodules.synthetic` (seeded, small, no download). ``split_seed``
     fixes the train/val/test split only, independently of the run's seed, so held-out data stay held out
     whatever ``seed_everything`` says. ``batch_size`` and ``num_workers`` are the loaders' defaults.
@@ -32,10 +56,18 @@ class BaseDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        self.root = root
+        self._root = root
         self.split_seed = split_seed
         self.batch_size = batch_size
         self.num_workers = num_workers
+
+    @property
+    def root(self) -> str | None:
+        return resolve_root(self._root)
+
+    @root.setter
+    def root(self, value: str | None) -> None:
+        self._root = value
 
     def loader(
         self,

@@ -16,6 +16,7 @@ official loss scaler. Metrics are PSNR and SSIM after the official HU window (wi
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections import deque
 from typing import Any, Literal
@@ -28,8 +29,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from modules.core import DistillModule, cosine_distance, ema_update_
-from zoo.specs import exportable
-from zoo.units import hu_window
+from zoo.specs import build, exportable, module_spec
+from zoo.units import hu_to_mu, hu_window, mu_to_hu
 
 
 # ----- fast Fourier convolution (LaMa / FFC) --------------------------------------------------------------
@@ -191,17 +192,24 @@ class FFCDecoder(nn.Module):
 
 @exportable
 class Reconstructor(nn.Module):
-    """Image-domain CT reconstructor: FBP image mu [B, 1, H, W] -> reconstruction mu [B, 1, H, W].
-    ``both(x)`` also returns the latent (global representation). H and W must divide by 2^n_downsampling.
+    """Image-domain CT reconstructor: FBP image mu [B, 1, H, W] -> reconstruction mu [B, 1, H, W]; with
+    ``units="hu"`` both are in Hounsfield units (what DICOM and DeepLesion readers return) and the network
+    converts at its edges (:func:`zoo.units.hu_to_mu` unclipped, so it computes exactly the mu network's
+    function), which is how GloReDi exports its student. ``both(x)`` also returns the latent (global
+    representation). H and W must divide by 2^n_downsampling.
     ``global_skip`` is the official ``GloRei_Basic.basic_forward`` option (output = decoder + input, off in
     the paper's runs); here its decoder also starts at zero (a residual head), so training starts from the
     FBP input itself. Its latent then encodes a correction to the input, not the image."""
 
     def __init__(self, ngf: int = 64, n_downsampling: int = 2, e_blocks: int = 7, d_blocks: int = 2,
-                 ratio: float = 0.75, in_channels: int = 1, global_skip: bool = False) -> None:  # fmt: skip
+                 ratio: float = 0.75, in_channels: int = 1, global_skip: bool = False,
+                 units: Literal["mu", "hu"] = "mu") -> None:  # fmt: skip
         super().__init__()
+        if units not in ("mu", "hu"):
+            raise ValueError(f"units must be 'mu' (attenuation, per cm) or 'hu' (Hounsfield units), got {units!r}")
         self.stride = 2**n_downsampling
         self.global_skip = global_skip
+        self.units = units
         self.encoder = FFCEncoder(in_channels, ngf, n_downsampling, e_blocks, ratio)
         self.decoder = FFCDecoder(in_channels, ngf, n_downsampling, d_blocks, ratio, residual=global_skip)
 
@@ -210,9 +218,12 @@ class Reconstructor(nn.Module):
             raise ValueError(
                 f"expected images [B, C, H, W] with H and W divisible by {self.stride}, got {tuple(x.shape)}"
             )
+        if self.units == "hu":  # the network itself computes in attenuation, as the official code trains it
+            x = hu_to_mu(x, clip=False)  # unclipped: the same function as the mu network, FBP streaks included
         latent = self.encoder(x)
         out = self.decoder(latent)
-        return (out + x if self.global_skip else out), latent
+        out = out + x if self.global_skip else out
+        return (mu_to_hu(out) if self.units == "hu" else out), latent
 
     def forward(self, x: Tensor) -> Tensor:
         return self.both(x)[0]
@@ -366,6 +377,17 @@ class GloReDi(DistillModule):
             self.contrast = BandPassContrast(scl_memory, scl_temperature, scl_band) if theta_scl > 0 else None
         self.scale_teacher = LossScaler(factor=loss_scale_factor)
         self.scale_student = LossScaler(factor=loss_scale_factor)
+
+    def export_student(self) -> tuple[nn.Module, dict[str, Any]]:
+        """The student as CT users read images: in HU (DESIGN.md's input contract). Training stays in
+        attenuation, as in the official code; the exported copy (same tensors) converts at its edges."""
+        spec = module_spec(self.student)
+        if "units" not in inspect.signature(type(self.student)).parameters:
+            return self.student, spec  # a student network of another kind: published as it computes
+        spec = {**spec, "init_args": {**spec["init_args"], "units": "hu"}}
+        network = build(spec)
+        network.load_state_dict(self.student.state_dict())
+        return network, spec
 
     def configure_metrics(self) -> MetricCollection:
         """PSNR and SSIM (HU window) of the student, of its FBP input and, when trained, of the teacher and

@@ -2,7 +2,7 @@
 reconstruction, student reconstruction) and the student's code-usage histogram over the test set.
 
     python scripts/plot_codec.py [--teacher codec-teacher-librispeech] [--student distilcodec-librispeech]
-                                 [--root ../shared/data/librispeech] [--utterance 0]
+                                 [--root data:librispeech] [--utterance 0]
 
 Writes docs/figures/<student>-spectrograms.png and docs/figures/<student>-code-usage.png.
 """
@@ -31,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--teacher", default="codec-teacher-librispeech")
     parser.add_argument("--student", default="distilcodec-librispeech")
-    parser.add_argument("--root", default="../shared/data/librispeech")
+    parser.add_argument("--root", default="data:librispeech", help="a path, or data:NAME in $DISTILLZOO_DATA")
     parser.add_argument("--utterance", type=int, default=0)
     args = parser.parse_args()
     teacher, student = zoo.load(args.teacher).eval(), zoo.load(args.student).eval()

@@ -9,6 +9,7 @@ whose ``value`` starts with a number is drawn as a black diamond beside our bar.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 import textwrap
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo import registry  # noqa: E402
+from zoo import registry, schema  # noqa: E402
 
 ROLE_COLORS = {"baseline": "#d08c60", "reference": "#9e9e9e", "distilled": "#4c78a8"}
 
@@ -50,71 +51,72 @@ def main() -> None:
     parser.add_argument("--metric", help="chart this extra metric of the rows instead of the headline one")
     args = parser.parse_args()
     entry = registry.get(args.name)
-    results = entry.raw.get("results") or {}
-    rows = results.get("rows") or []
+    results = entry.meta.results
+    rows, metric, paper_rows = results.rows, results.metric or "metric", results.paper_rows
     if not rows:
         raise SystemExit(f"{args.name} has no result rows; run python cli.py zoo evidence {args.name} first")
     if args.metric:
-        missing = [r["arm"] for r in rows if args.metric not in r.get("metrics", {})]
+        missing = [r.arm for r in rows if args.metric not in r.metrics]
         if missing:
             raise SystemExit(f"{args.metric!r} is not in the rows of {missing}")
-        rows = [dict(r, **{k: r["metrics"][args.metric][k] for k in ("mean", "std", "n")}) for r in rows]
-        results = dict(results, metric=args.metric, paper_rows=[])
-    ours = {r["arm"] for r in rows}
+        rows = [dataclasses.replace(r, **{k: getattr(r.metrics[args.metric], k) for k in ("mean", "std", "n")})
+                for r in rows]  # fmt: skip
+        metric, paper_rows = args.metric, []
+    ours = {r.arm for r in rows}
     reference = {}
-    for row in results.get("paper_rows") or []:
-        match = re.match(r"\s*([\d.]+)", str(row["value"]))
-        if match and row["arm"] in ours:
-            reference[row["arm"]] = float(match.group(1))
-    spec = entry.raw.get("evidence") or {}
-    percent = float(spec.get("scale", 1)) == 100  # accuracies and AUCs in %: a 0-100 axis; else fit the data
-    roles = {a["arm"]: a.get("role") for a in spec.get("arms", [])}
+    for row in paper_rows:
+        match = re.match(r"\s*([\d.]+)", str(row.value))
+        if match and row.arm in ours:
+            reference[row.arm] = float(match.group(1))
+    spec = entry.meta.evidence
+    percent = spec is not None and spec.scale == 100  # accuracies and AUCs in %: a 0-100 axis; else fit the data
+    roles = {a.arm: a.role for a in spec.arms} if spec else {}
 
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[schema.Row]] = {}
     for row in rows:
-        inductive = any(r["arm"].endswith("(ind)") for r in rows)
-        group = ("inductive" if row["arm"].endswith("(ind)") else "transductive") if inductive else ""
+        inductive = any(r.arm.endswith("(ind)") for r in rows)
+        group = ("inductive" if row.arm.endswith("(ind)") else "transductive") if inductive else ""
         groups.setdefault(group, []).append(row)
     width = max(5.2, 1.5 * max(len(items) for items in groups.values()))
     fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 4.6), sharey=True, squeeze=False)
     has_top = False
     for ax, (group, items) in zip(axes[0], groups.items()):
-        labels = [r["arm"].removesuffix(" (ind)") for r in items]
-        means, stds = [r["mean"] for r in items], [r["std"] for r in items]
+        labels = [r.arm.removesuffix(" (ind)") for r in items]
+        means, stds = [r.mean for r in items], [r.std or 0.0 for r in items]
         ax.bar(
             range(len(items)),
             means,
             yerr=stds,
             capsize=4,
-            color=[bar_color(lab, roles.get(r["arm"])) for lab, r in zip(labels, items)],
+            color=[bar_color(lab, roles.get(r.arm)) for lab, r in zip(labels, items)],
         )
-        marks = [reference[r["arm"]] for r in items if r["arm"] in reference]
+        marks = [reference[r.arm] for r in items if r.arm in reference]
         low = min([m - s for m, s in zip(means, stds)] + marks)
         high = max([m + s for m, s in zip(means, stds)] + marks)
         pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
         bottom, ceiling = (max(0.0, low - 8), max(100.0, high + 6)) if percent else (low - 3 * pad, high + 2 * pad)
         digits = 1 if percent else max(2, -int(f"{high - low:e}".split("e")[1]))
         for i, row in enumerate(items):
-            top = max(row["mean"] + row["std"], reference.get(row["arm"], -float("inf")))
-            ax.text(i, top + 0.02 * (ceiling - bottom), f"{row['mean']:.{digits}f}", ha="center", fontsize=8)
-            if row["arm"] in reference:
-                ax.plot(i, reference[row["arm"]], "kD", markersize=5)
-            if "top_mean" in row:
+            top = max(row.mean + (row.std or 0.0), reference.get(row.arm, -float("inf")))
+            ax.text(i, top + 0.02 * (ceiling - bottom), f"{row.mean:.{digits}f}", ha="center", fontsize=8)
+            if row.arm in reference:
+                ax.plot(i, reference[row.arm], "kD", markersize=5)
+            if row.top_mean is not None:
                 has_top = True
-                ax.plot(i, row["top_mean"], marker="_", color="crimson", markersize=16, mew=2)
+                ax.plot(i, row.top_mean, marker="_", color="crimson", markersize=16, mew=2)
         ax.set_xticks(range(len(items)), [textwrap.fill(lab, 18) for lab in labels], fontsize=8)
-        title = spec.get("title") or entry.raw.get("data", {}).get("name", "")
-        ns = sorted({r["n"] for r in items})
+        title = (spec.title if spec else None) or entry.meta.data.get("name", "")
+        ns = sorted({r.n or 1 for r in items})
         seeds = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
         ax.set_title(textwrap.fill(" ".join(f"{title} {group}".split()) + f", {seeds} seeds", 50), fontsize=10)
         ax.set_ylim(bottom, ceiling)
         ax.grid(axis="y", alpha=0.3)
     unit = " (%)" if percent else ""
-    axes[0][0].set_ylabel(f"{results.get('metric', 'metric')}{unit}, mean ± std")
+    axes[0][0].set_ylabel(f"{metric}{unit}, mean ± std")
     if reference:
         axes[0][0].plot([], [], "kD", label="official code, same split")
     if has_top:
-        k = max(int(r.get("top_k", 0)) for r in rows)
+        k = max(r.top_k for r in rows)
         axes[0][0].plot(
             [], [], marker="_", color="crimson", ls="", markersize=12, mew=2, label=f"mean of the top {k} by validation"
         )

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 import cli  # noqa: E402
 import zoo  # noqa: E402
-from datamodules.ct import hu_window, mu_to_hu  # noqa: E402
 from zoo.export import student_tensors  # noqa: E402
+from zoo.units import hu_to_mu, hu_window, mu_to_hu  # noqa: E402
 
 
 def main() -> None:
@@ -43,9 +43,9 @@ def main() -> None:
     gloredi = zoo.load(args.entry).eval()
     alone = copy.deepcopy(gloredi)
     alone.load_state_dict(student_tensors(torch.load(args.baseline, map_location="cpu", weights_only=True)))
-    distilled_arm = next(a for a in entry.raw["evidence"]["arms"] if a["arm"].endswith("(GloReDi)"))
-    configs = [f"--config={c}" for c in distilled_arm["config"]]
-    dm = cli.lightning_main([*configs, *distilled_arm.get("args", [])], run=False).datamodule
+    distilled_arm = next(a for a in entry.meta.evidence.arms if a.arm.endswith("(GloReDi)"))
+    configs = [f"--config={c}" for c in distilled_arm.config]
+    dm = cli.lightning_main([*configs, *distilled_arm.args], run=False).datamodule
     dm.setup()
     test = dm.test_dataloader().dataset
     batch = torch.utils.data.default_collate([test[i] for i in args.slices])
@@ -53,8 +53,9 @@ def main() -> None:
     with torch.no_grad():
         columns = [
             (f"FBP, {dm.views} views (input)", batch["sparse"]),
-            ("student alone", alone(batch["sparse"])),
-            ("GloReDi student", gloredi(batch["sparse"])),
+            # the published networks take and return HU (the input contract); back to mu for the columns
+            ("student alone", hu_to_mu(alone(mu_to_hu(batch["sparse"])), clip=False)),
+            ("GloReDi student", hu_to_mu(gloredi(mu_to_hu(batch["sparse"])), clip=False)),
             (f"reference: FBP, {dm.full_views} views", batch["full"]),
         ]
     ref = hu_window(batch["full"])

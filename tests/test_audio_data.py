@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import SHARED_DATA
 
 from datamodules.audio import SpeechDataModule, speaker_of, synthetic_speech
 
-LIBRISPEECH = Path(__file__).resolve().parents[1].parent / "shared/data/librispeech"
+LIBRISPEECH = SHARED_DATA / "librispeech"
 SR = 16000
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 from torch_geometric.data import Data
 from torch_geometric.utils import contains_self_loops, is_undirected
 
 from datamodules.graphs import PlanetoidDataModule, check_node_splits, planetoid_raw_file_names
 from datamodules.synthetic import contextual_sbm
 
-PLANETOID = Path(__file__).resolve().parents[1].parent / "shared/data/planetoid"
+PLANETOID = SHARED_DATA / "planetoid"
 SMALL = {"num_nodes": 600, "num_features": 64, "num_classes": 4}
 
 

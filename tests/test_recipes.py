@@ -49,11 +49,11 @@ def recipe_cases() -> list:
 def arm_cases() -> list:
     cases = []
     for name in zoo.list():
-        for arm in (zoo.get(name).raw.get("evidence") or {}).get("arms", []):
-            marks = (
-                [pytest.mark.skip(reason="reads runs/ artefacts (issue 16)")] if NEEDS_RUNS & set(arm["config"]) else []
-            )
-            cases.append(pytest.param(arm, id=f"{name}: {arm['arm']}", marks=marks))
+        evidence = zoo.get(name).meta.evidence
+        for arm in evidence.arms if evidence else []:
+            needs_runs = NEEDS_RUNS & set(arm.config)
+            marks = [pytest.mark.skip(reason="reads runs/ artefacts (issue 16)")] if needs_runs else []
+            cases.append(pytest.param(arm, id=f"{name}: {arm.arm}", marks=marks))
     return cases
 
 
@@ -65,7 +65,7 @@ def test_recipe_builds(configs):
 
 @pytest.mark.parametrize("arm", arm_cases())
 def test_evidence_arm_builds(arm):
-    built = build(arm["config"], arm.get("args", []))
+    built = build(arm.config, arm.args)
     assert built.model is not None and built.datamodule is not None
 
 

@@ -21,6 +21,7 @@ from modules.sparse_ct import (
     directional_loss,
     supcon_loss,
 )
+from zoo.units import hu_to_mu, mu_to_hu
 
 
 def test_supcon_loss_matches_the_hand_worked_value():
@@ -147,8 +148,9 @@ def test_student_alone_trains_no_teacher(tmp_path, monkeypatch):
 
 
 def test_trained_student_exports_to_the_zoo_and_reloads_identically(tmp_path, monkeypatch):
-    """The checkpoint carries the Reconstructor's spec, so `zoo export` rebuilds it; the zoo copy predicts
-    exactly what the trained student does (and the teacher encoder is not exported)."""
+    """The checkpoint carries the Reconstructor's spec, so `zoo export` rebuilds it; the zoo copy takes and
+    returns HU (the CT input contract) and predicts what the trained student (mu) does, converted at its
+    edges (and the teacher encoder is not exported)."""
     from zoo import export, store
 
     monkeypatch.setenv("DISTILLZOO_CACHE", str(tmp_path / "cache"))
@@ -157,13 +159,15 @@ def test_trained_student_exports_to_the_zoo_and_reloads_identically(tmp_path, mo
     module.on_save_checkpoint(checkpoint)
     spec = checkpoint["distillzoo"]["student_spec"]
     assert spec["init_args"]["ngf"] == 4 and spec["class_path"] == "modules.sparse_ct.Reconstructor"
+    assert spec["init_args"]["units"] == "hu" and module.student.units == "mu"
     tensors = export.student_tensors(checkpoint)
     assert not any(k.startswith("teacher") for k in tensors)
     net = store.build(spec)
     net.load_state_dict(tensors)
-    x = torch.rand(2, 1, 16, 16)
+    mu = torch.rand(2, 1, 16, 16) * 0.3
     with torch.no_grad():
-        assert torch.equal(net.eval()(x), module.student.eval()(x))
+        hu = net.eval()(mu_to_hu(mu))
+        assert torch.allclose(hu_to_mu(hu, clip=False), module.student.eval()(mu), atol=1e-6)
 
 
 def test_global_skip_starts_from_the_input_and_self_reconstruction_needs_no_teacher():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 from torch_geometric.data import Data
 from torch_geometric.utils import contains_self_loops, is_undirected
 
@@ -20,7 +21,7 @@ from datamodules.graphs import (
 )
 from datamodules.synthetic import planted_motif_graphs
 
-TU = Path(__file__).resolve().parents[1].parent / "shared/data/tu"
+TU = SHARED_DATA / "tu"
 
 
 def adjacency(g: Data) -> set[tuple[int, int]]:

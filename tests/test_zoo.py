@@ -140,7 +140,7 @@ def test_export_refuses_existing_entry_unless_overwrite(scratch_zoo, toy_ckpt):
         == 0
     )
     # Export is deterministic: the same checkpoint gives the same bytes, so the file is kept, not replaced.
-    assert first.exists() and zoo.get("toy-student").weights["file"] == str(first)
+    assert first.exists() and zoo.get("toy-student").weights.file == str(first)
     assert zoo.get("toy-student").raw["method"] == "Toy"
 
 
@@ -242,7 +242,7 @@ def test_evidence_in_parallel_processes_summarises_every_metric(scratch_zoo, tmp
     assert row["n"] == 2 and len(row["values"]) == 2 and 0 <= row["mean"] <= 1
     assert set(row["metrics"]) == {"test/loss"} and row["metrics"]["test/loss"]["n"] == 2
     assert sorted(r["seed"] for r in results["runs"]["tiny MLP, no teacher"]) == [0, 1]
-    assert "| test/loss |" in cards.render_entry(registry.get("gcn-csbm").raw)
+    assert "| test/loss |" in cards.render_entry(registry.get("gcn-csbm").meta)
 
 
 FAKE_CALLS: list[tuple[str, int]] = []
@@ -250,9 +250,9 @@ FAKE_CALLS: list[tuple[str, int]] = []
 
 def fake_fit(arm, seed, keep=None):
     """A fit that trains nothing: the distilled arm scores 0.1 above the baseline at every seed, plus noise."""
-    FAKE_CALLS.append((arm["arm"], seed))
+    FAKE_CALLS.append((arm.arm, seed))
     base = 0.5 + 0.01 * [3, -2, 1, 4][seed]
-    return {"test/acc": base + (0.1 if arm["arm"] == "distilled" else 0.0)}, 0.0
+    return {"test/acc": base + (0.1 if arm.arm == "distilled" else 0.0)}, 0.0
 
 
 def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo):
@@ -289,6 +289,10 @@ def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo)
     FAKE_CALLS.clear()
     evidence.run("gcn-csbm", seeds=3, fit=fake_fit)
     assert FAKE_CALLS == [("distilled", 0), ("distilled", 1), ("distilled", 2)]
+    FAKE_CALLS.clear()  # --fresh reruns the named arm's recorded runs (after a code change), and only those
+    evidence.run("gcn-csbm", seeds=3, fit=fake_fit, only=["baseline"], fresh=True)
+    assert FAKE_CALLS == [("baseline", 0), ("baseline", 1), ("baseline", 2)]
+    assert len(registry.get("gcn-csbm").meta.results.runs["distilled"]) == 3
 
 
 def test_paired_difference_interval_matches_a_hand_worked_t_interval():
@@ -329,7 +333,7 @@ def test_sanity_gates_fail_pass_wait_and_are_waived_only_by_a_stated_reason(scra
     floor = registry.get("gcn-csbm").raw["results"]["gates"][0]
     assert floor["status"] == "pass" and floor["waived"] == {"baseline": "the no-teacher arm is expected to be weak"}
     assert "waived for baseline: the no-teacher arm is expected to be weak" in cards.render_entry(
-        registry.get("gcn-csbm").raw
+        registry.get("gcn-csbm").meta
     )
     raw["evidence"]["gates"][1]["margin"] = 0.5
     registry.write_entry(raw, registry.entries_dir())
@@ -526,6 +530,84 @@ def test_cards_show_the_paired_difference_beside_the_unpaired_rows(scratch_zoo):
     raw.pop("results", None)
     registry.write_entry(raw, registry.entries_dir())
     evidence.run("gcn-csbm", seeds=3, fit=fake_fit)
-    card = cards.render_entry(registry.get("gcn-csbm").raw)
+    card = cards.render_entry(registry.get("gcn-csbm").meta)
     assert "| arm | mean ± std | n | paired Δ vs baseline [95% CI] |" in card
     assert "| distilled | 60.67 ± 2.52 | 3 | +10.00 [+10.00, +10.00] |" in card
+
+
+def publishing_zoo(scratch_zoo, toy_ckpt, plan: dict, evidence: dict | None = None) -> dict:
+    """A scratch entry exported from the toy checkpoint, with a publish block (and evidence) added."""
+    ckpt, _ = toy_ckpt
+    export.export(ckpt, "toy-student", META | {"input": TOY_INPUT}, scratch_zoo["weights"], overwrite=True)
+    raw = registry.get("toy-student").raw
+    raw["publish"] = plan
+    if evidence:
+        raw["evidence"] = evidence
+    registry.write_entry(raw, registry.entries_dir())
+    return raw
+
+
+TOY_INPUT = {"reader": "a tensor", "type": "view", "shape": ["B", 8], "call": "net(x)"}
+
+
+def test_zoo_publish_fits_exports_and_refuses_on_a_failed_gate(scratch_zoo, toy_ckpt, tmp_path):
+    """``publish.fit``: one fit at seed 0 is exported as the entry; ``publish.arm``: the evidence runs first
+    and a failed sanity gate stops the publish before anything is exported."""
+    import shutil
+
+    from zoo import publish, schema
+
+    ckpt, _ = toy_ckpt
+    fits = []
+
+    def fit(arm, seed, keep=None):
+        fits.append((arm.arm, seed))
+        if keep is not None and seed == 0:  # as cli.evidence_fit keeps seed 0's checkpoint
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ckpt, keep / f"{evidence_slug(arm)}.ckpt")
+        return {"test/acc": 0.5 + 0.1 * (arm.arm == "distilled")}, 0.0
+
+    publishing_zoo(scratch_zoo, toy_ckpt, {"fit": {"config": ["recipes/graph_mlp/tiny.yaml"]}})
+    before = zoo.get("toy-student").sha256
+    path = publish.publish("toy-student", fit, lambda f: None, keep=tmp_path / "keep")
+    assert fits == [("toy-student", 0)] and zoo.get("toy-student").sha256 == store.sha256_file(path) == before
+    publish.publish("toy-student", fit, lambda f: None, keep=tmp_path / "keep")
+    assert len(fits) == 1, "a kept checkpoint is not refitted"
+
+    arms = [{"arm": a, "role": r, "config": ["recipes/graph_mlp/tiny.yaml"]} for a, r in
+            (("baseline", "baseline"), ("distilled", "distilled"))]  # fmt: skip
+    gate = {"name": "distilled beats baseline", "kind": "compare", "metric": "test/acc", "arm": "distilled",
+            "than": "baseline", "margin": 0.5}  # fmt: skip
+    publishing_zoo(scratch_zoo, toy_ckpt, {"arm": "distilled", "seeds": 2},
+                   {"metric": "test/acc", "arms": arms, "gates": [gate]})  # fmt: skip
+    with pytest.raises(ValueError, match=r"not publishing 'toy-student': sanity gate\(s\) failed \(distilled beats"):
+        publish.publish("toy-student", fit, lambda f: None, keep=tmp_path / "keep2")
+    raw = registry.get("toy-student").raw
+    raw["evidence"]["gates"] = []
+    registry.write_entry(raw, registry.entries_dir())
+    publish.publish("toy-student", fit, lambda f: None, keep=tmp_path / "keep2")  # runs recorded, seed 0 kept
+    shutil.rmtree(tmp_path / "keep2")  # a new machine: the kept checkpoint is gone, the recorded runs are not
+
+    def drifting(arm, seed, keep=None):
+        tests, val = fit(arm, seed, keep)
+        return {"test/acc": tests["test/acc"] + 0.01}, val
+
+    with pytest.raises(ValueError, match=r"the refit of 'distilled' at seed 0 does not reproduce the recorded run"):
+        publish.publish("toy-student", drifting, lambda f: None, keep=tmp_path / "keep2")
+    with pytest.raises(ValueError, match=r"publish.arm: 'distiled' is not one of the evidence arms"):
+        schema.parse(dict(registry.get("toy-student").raw, publish={"arm": "distiled"}))
+
+
+def evidence_slug(arm):
+    from zoo.evidence import arm_slug
+
+    return arm_slug(arm)
+
+
+def test_a_publish_figure_must_be_a_project_script():
+    from zoo import schema
+
+    raw = yaml_load(registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml")
+    for bad in (["sh", "-c", "touch PWNED"], ["scripts/../../x.py"], ["/usr/bin/python"]):
+        with pytest.raises(schema.SchemaError, match=r"publish.figures\[0\]: expected \[scripts/NAME.py, args...\]"):
+            schema.parse(dict(raw, publish={"fit": {"config": []}, "figures": [bad]}))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from zoo import files, registry
+from zoo import files, registry, schema
 
 HEADER = """# Model cards
 
@@ -15,98 +14,104 @@ Every result row was written by the command shown under it. Load any entry with
 """
 
 
-def _value(row: dict[str, Any]) -> str:
-    return f"{row['mean']:.2f} ± {row['std']:.2f}" if "std" in row else f"{row['mean']:.2f}"
+def _value(row: schema.Row | schema.Summary) -> str:
+    return f"{row.mean:.2f} ± {row.std:.2f}" if row.std is not None else f"{row.mean:.2f}"
 
 
-def _paired(row: dict[str, Any]) -> str:
-    p = row.get("paired")
-    return f" {p['mean']:+.2f} [{p['lo']:+.2f}, {p['hi']:+.2f}] |" if p else " |"
+def _paired(row: schema.Row) -> str:
+    p = row.paired
+    return f" {p.mean:+.2f} [{p.lo:+.2f}, {p.hi:+.2f}] |" if p else " |"
 
 
-def _fmt_row(row: dict[str, Any], top_k: int, extra: list[str], paired: bool) -> str:
-    top = f" {row['top_mean']:.2f} ± {row['top_std']:.2f} |" if top_k and "top_mean" in row else (" |" if top_k else "")
-    more = "".join(f" {_value(row['metrics'][m])} |" if m in row.get("metrics", {}) else " |" for m in extra)
-    return f"| {row['arm']} | {_value(row)} | {row.get('n', '')} |{_paired(row) if paired else ''}{top}{more}"
+def _fmt_row(row: schema.Row, top_k: int, extra: list[str], paired: bool) -> str:
+    top = " |" if top_k else ""
+    if top_k and row.top_mean is not None:
+        top = f" {row.top_mean:.2f} ± {row.top_std:.2f} |"
+    more = "".join(f" {_value(row.metrics[m])} |" if m in row.metrics else " |" for m in extra)
+    n = "" if row.n is None else row.n
+    return f"| {row.arm} | {_value(row)} | {n} |{_paired(row) if paired else ''}{top}{more}"
 
 
-def _published(block: dict[str, Any] | None) -> str | None:
+def _published(block: schema.PublishedModel | None) -> str | None:
     """The published weights' own score on the reader's raw test data (tests/test_entry_contracts.py)."""
     if not block:
         return None
-    return f"{block['metric']} = {block['value']} on {block['data']} ({block['note']}; checked by `{block['check']}`)"
+    note = f"; {block.note}" if block.note else ""
+    return f"{block.metric} = {block.value:g} on {block.data}{note} (checked by `{block.check}`)"
 
 
-def render_entry(raw: dict[str, Any]) -> str:
-    lines = [f"## {raw['name']}", ""]
-    paper = raw.get("paper") or {}
+def _table(title: str, metric: str, rows: list[schema.Row]) -> list[str]:
+    top_k = max((r.top_k for r in rows), default=0)
+    extra = list(dict.fromkeys(m for r in rows for m in r.metrics))
+    paired = any(r.paired for r in rows)
+    against = next((r.paired.against for r in rows if r.paired), "")
+    head = "| arm | mean ± std | n |" + (f" paired Δ vs {against} [95% CI] |" if paired else "")
+    head += (f" top {top_k} by validation |" if top_k else "") + "".join(f" {m} |" for m in extra)
+    rule = "|---|---|---|" + ("---|" if paired else "") + ("---|" if top_k else "") + "---|" * len(extra)
+    return [f"### {title}: {metric}", "", head, rule, *(_fmt_row(r, top_k, extra, paired) for r in rows), ""]
+
+
+def render_entry(meta: schema.Metafile) -> str:
+    lines = [f"## {meta.name}", ""]
+    paper = meta.paper
     if paper:
-        link = f"[arXiv {paper['arxiv']}](https://arxiv.org/abs/{paper['arxiv']})" if paper.get("arxiv") else ""
-        code = f", [official code]({paper['code']})" if paper.get("code") else ""
-        lines.append(f"**{raw['method']}**: {paper.get('title', '')} {link}{code}".rstrip())
+        link = f"[arXiv {paper.arxiv}](https://arxiv.org/abs/{paper.arxiv})" if paper.arxiv else ""
+        code = f", [official code]({paper.code})" if paper.code else ""
+        lines.append(f"**{meta.method}**: {paper.title} {link}{code}".rstrip())
     else:
-        lines.append(f"**{raw['method']}**")
+        lines.append(f"**{meta.method}**")
     lines.append("")
-    summary = raw.get("summary")
-    if summary:
-        lines += [summary.strip(), ""]
-    student = raw.get("student") or {}
+    if meta.summary:
+        lines += [meta.summary.strip(), ""]
+    student, weights = meta.student, meta.weights
     facts = [
-        ("task", raw.get("task")),
-        ("network", f"`{student.get('class_path')}` {student.get('init_args', {})}" if student else None),
-        ("teacher", ", ".join(f"`{t.get('weights')}`" for t in (raw.get("teacher") or {}).values()) or None),
-        ("weights", f"`{raw['weights'].get('file')}` (sha256 `{raw['weights']['sha256']}`)"),
-        ("recipe", f"`{raw['recipe']}`" if raw.get("recipe") else None),
-        ("data", ", ".join(f"{k}: {v}" for k, v in (raw.get("data") or {}).items()) or None),
-        ("input", raw.get("input")),
-        ("these weights", _published(raw.get("published_model"))),
-        ("license", raw.get("license")),
+        ("task", meta.task),
+        ("network", f"`{student.class_path}` {student.init_args}" if student else None),
+        ("teacher", ", ".join(f"`{t.weights}`" for t in meta.teacher.values()) or None),
+        ("weights", f"`{weights.file}` (sha256 `{weights.sha256}`)" if weights else None),
+        ("recipe", f"`{meta.recipe}`" if meta.recipe else None),
+        ("data", ", ".join(f"{k}: {v}" for k, v in meta.data.items()) or None),
+        ("input", meta.input.describe() if meta.input else None),
+        ("these weights", _published(meta.published_model)),
+        ("license", meta.license),
     ]
     lines += [f"- **{k}**: {v}" for k, v in facts if v]
     lines.append("")
-    lines.append(f'```python\nimport zoo\n\nmodel = zoo.load("{raw["name"]}")\n```')
+    lines.append(f'```python\nimport zoo\n\nmodel = zoo.load("{meta.name}")\n```')
     lines.append("")
-    results = raw.get("results") or {}
-    for block in ("rows", *(k for k in results if k.startswith("rows_"))):
-        if results.get(block):
-            title = "Results" if block == "rows" else f"Results ({block[5:].replace('_', ' ')})"
-            top_k = max((int(r.get("top_k", 0)) for r in results[block]), default=0)
-            extra = list(dict.fromkeys(m for r in results[block] for m in r.get("metrics", {})))
-            paired = any("paired" in r for r in results[block])
-            against = next((r["paired"]["against"] for r in results[block] if "paired" in r), "")
-            head = "| arm | mean ± std | n |" + (f" paired Δ vs {against} [95% CI] |" if paired else "")
-            head += (f" top {top_k} by validation |" if top_k else "") + "".join(f" {m} |" for m in extra)
-            rule = "|---|---|---|" + ("---|" if paired else "") + ("---|" if top_k else "") + "---|" * len(extra)
-            lines += [f"### {title}: {results.get('metric', '')}", "", head, rule]
-            lines += [_fmt_row(r, top_k, extra, paired) for r in results[block]]
-            lines.append("")
-    if results.get("rows"):
+    if meta.publish:
+        how = f"its `{meta.publish.arm}` arm at seed 0" if meta.publish.arm else "one fit at seed 0"
+        lines += [f"Rebuild: `python cli.py zoo publish {meta.name}` ({how}).", ""]
+    results = meta.results
+    metric = results.metric or ""
+    if results.rows:
+        lines += _table("Results", metric, results.rows)
+    for title, archived in results.archived.items():
+        lines += _table(f"Results ({title})", metric, archived.rows)
+        if archived.command:
+            lines += [f"Reproduce: `{archived.command}` at the release these rows come from.", ""]
+    if results.rows:
+        time = (f"total run time {results.run_time_s} s." if results.run_time_s is not None
+                else f"wall time {results.wall_time_s} s.")  # fmt: skip
         lines.append(
-            f"Reproduce: `{results.get('command')}`. Selection: {results.get('selection')}. "
-            f"Std is the sample standard deviation over seeds. Hardware: {results.get('hardware')}; "
-            + (
-                f"total run time {results['run_time_s']} s."
-                if "run_time_s" in results
-                else f"wall time {results.get('wall_time_s')} s."
-            )
+            f"Reproduce: `{results.command}`. Selection: {results.selection}. "
+            f"Std is the sample standard deviation over seeds. Hardware: {results.hardware}; {time}"
         )
         lines.append("")
-    gates = results.get("gates") or []
-    if gates:
+    if results.gates:
         lines += ["### Sanity gates", ""]
-        for g in gates:
-            line = f"- **{g['gate']}**: {g['status']}" + (f" ({g['detail']})" if g.get("detail") else "")
-            lines.append(line + "".join(f"; waived for {arm}: {why}" for arm, why in (g.get("waived") or {}).items()))
+        for g in results.gates:
+            line = f"- **{g.gate}**: {g.status}" + (f" ({g.detail})" if g.detail else "")
+            lines.append(line + "".join(f"; waived for {arm}: {why}" for arm, why in g.waived.items()))
         lines.append("")
-    paper_rows = results.get("paper_rows") or []
-    if paper_rows:
+    if results.paper_rows:
         lines += ["### Published numbers", "", "| arm | value | source |", "|---|---|---|"]
-        lines += [f"| {r['arm']} | {r['value']} | {r.get('source', '')} |" for r in paper_rows]
+        lines += [f"| {r.arm} | {r.value} | {r.source} |" for r in results.paper_rows]
         lines.append("")
-    for key, title in (("findings", "What the evidence shows"), ("scaled_down", "Differences from the paper")):
-        if raw.get(key):
-            lines += [f"### {title}", "", str(raw[key]).strip(), ""]
-    for figure in raw.get("figures") or []:
+    for text, title in ((meta.findings, "What the evidence shows"), (meta.scaled_down, "Differences from the paper")):
+        if text:
+            lines += [f"### {title}", "", text.strip(), ""]
+    for figure in meta.figures:
         lines += [f"![{Path(figure).stem}]({figure})", ""]
     return "\n".join(lines)
 
@@ -114,8 +119,8 @@ def render_entry(raw: dict[str, Any]) -> str:
 def render() -> str:
     names = registry.list_entries()
     body = [HEADER, "| entry | method | task |", "|---|---|---|"]
-    entries = [registry.get(n).raw for n in names]
-    body += [f"| [{e['name']}](#{e['name'].replace('.', '')}) | {e['method']} | {e['task']} |" for e in entries]
+    entries = [registry.get(n).meta for n in names]
+    body += [f"| [{e.name}](#{e.name.replace('.', '')}) | {e.method} | {e.task} |" for e in entries]
     body.append("")
     body += [render_entry(e) for e in entries]
     return "\n".join(body).rstrip() + "\n"

@@ -14,6 +14,7 @@ headline metric to the entry's ``baseline`` arm with a 95% t-interval.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -29,40 +30,40 @@ from typing import Any
 import torch
 import yaml
 
-from zoo import registry
+from zoo import registry, schema
 
 # fit(arm, seed, keep) -> (test metrics, validation score of the tested checkpoint)
-Fit = Callable[[dict[str, Any], int, Path | None], tuple[dict[str, float], float | None]]
+Fit = Callable[[schema.Arm, int, Path | None], tuple[dict[str, float], float | None]]
 
 # two-sided 95% Student-t quantiles by degrees of freedom (df > 30: the normal 1.96)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 T95 |= {11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
 
 
-def arm_slug(arm: dict[str, Any]) -> str:
+def arm_slug(arm: schema.Arm) -> str:
     """A file name for an arm: its name in lower case, runs of other characters as one '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", arm["arm"].lower()).strip("-")
+    return re.sub(r"[^a-z0-9]+", "-", arm.arm.lower()).strip("-")
 
 
-def fingerprint(arm: dict[str, Any], root: Path = registry.REPO_ROOT) -> str:
+def fingerprint(arm: schema.Arm, root: Path = registry.REPO_ROOT) -> str:
     """sha256 (16 hex) of the arm's configs, overrides and the parsed content of each config file (so an
     edited comment does not count as a change): a recorded run counts for resuming only while this is
     unchanged. Code changes are not seen; an arm whose code changed is rerun with ``--fresh``."""
-    digest = hashlib.sha256(json.dumps({k: arm.get(k) for k in ("config", "args")}, sort_keys=True).encode())
-    for config in arm["config"]:
+    digest = hashlib.sha256(json.dumps({"config": arm.config, "args": arm.args}, sort_keys=True).encode())
+    for config in arm.config:
         path = root / config
         content = yaml.safe_load(path.read_text()) if path.is_file() else config
         digest.update(json.dumps(content, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
-def _pick(tests: dict[str, float], metric: str, arm: dict[str, Any]) -> float:
+def _pick(tests: dict[str, float], metric: str, arm: schema.Arm) -> float:
     if metric not in tests:
-        raise KeyError(f"arm {arm['arm']!r} logged no {metric!r}; it logged {sorted(tests)}")
+        raise KeyError(f"arm {arm.arm!r} logged no {metric!r}; it logged {sorted(tests)}")
     return tests[metric]
 
 
-def _timed(fit: Fit, arm: dict[str, Any], seed: int, keep: Path | None) -> tuple[dict[str, float], float | None, float]:
+def _timed(fit: Fit, arm: schema.Arm, seed: int, keep: Path | None) -> tuple[dict[str, float], float | None, float]:
     tic = time.perf_counter()
     tests, best_val = fit(arm, seed, keep)
     return tests, best_val, time.perf_counter() - tic
@@ -93,15 +94,16 @@ def paired_difference(diffs: list[float]) -> dict[str, float]:
     return {"mean": round(mean, 3), "lo": round(mean - half, 3), "hi": round(mean + half, 3), "n": n}
 
 
-def _arm_for(spec: dict, gate: dict, key: str) -> str | None:
+def _arm_for(spec: schema.Evidence, gate: schema.Gate, key: str) -> str | None:
     """The arm a comparison gate names: ``arm``/``than`` by name, else ``role``/``than_role`` by role."""
-    if gate.get(key):
-        return gate[key]
-    role = gate.get({"arm": "role", "than": "than_role"}[key], {"arm": "reference", "than": "baseline"}[key])
-    return next((a["arm"] for a in spec["arms"] if a.get("role") == role), None)
+    named = gate.arm if key == "arm" else gate.than
+    if named:
+        return named
+    role = (gate.role or "reference") if key == "arm" else (gate.than_role or "baseline")
+    return spec.with_role(role)
 
 
-def check_gates(spec: dict, rows: list[dict], seeds: int) -> list[dict[str, str]]:
+def check_gates(spec: schema.Evidence, rows: list[dict], seeds: int) -> list[dict[str, Any]]:
     """Evaluate the metafile's sanity gates on the rows: ``floor`` (every arm's mean of ``metric`` is at
     least ``value``), ``compare`` (arm ``arm`` beats arm ``than`` on ``metric`` by ``margin``, ``better``
     higher or lower) and ``beats_input`` (arm ``arm``'s ``metric`` beats its own ``input_metric``, e.g. a
@@ -109,45 +111,44 @@ def check_gates(spec: dict, rows: list[dict], seeds: int) -> list[dict[str, str]
     a gate for it, and the card prints why. A gate whose arms have not all run ``seeds`` seeds is pending."""
 
     def mean(row: dict, metric: str) -> float | None:
-        if metric == spec.get("metric", "test/acc"):
-            return row["mean"] / float(spec.get("scale", 1.0))
+        if metric == spec.metric:
+            return row["mean"] / spec.scale
         return (row.get("metrics") or {}).get(metric, {}).get("mean")
 
-    by_arm, arms = {r["arm"]: r for r in rows}, {a["arm"]: a for a in spec["arms"]}
+    by_arm, arms = {r["arm"]: r for r in rows}, {a.arm: a for a in spec.arms}
     outcomes = []
-    for gate in spec.get("gates") or []:
-        name, metric = gate["name"], gate["metric"]
-        if gate["kind"] == "floor":
+    for gate in spec.gates:
+        name, metric = gate.name, gate.metric
+        if gate.kind == "floor":
             involved = list(arms)
-        elif gate["kind"] == "compare":
+        elif gate.kind == "compare":
             involved = [_arm_for(spec, gate, "arm"), _arm_for(spec, gate, "than")]
-        elif gate["kind"] == "beats_input":
+        else:  # beats_input; the schema allows no other kind
             involved = [_arm_for(spec, gate, "arm")]
-        else:
-            raise ValueError(
-                f"evidence gate {name!r}: kind must be floor, compare or beats_input, got {gate['kind']!r}"
-            )
-        waived = {a: arms[a]["waive"][name] for a in involved if a in arms and name in (arms[a].get("waive") or {})}
+        waived = {a: arms[a].waive[name] for a in involved if a in arms and name in arms[a].waive}
         if any(a not in by_arm or by_arm[a]["n"] < seeds for a in involved if a not in waived):
             outcomes.append({"gate": name, "status": "pending", "detail": "not every arm has run yet"})
             continue
-        if gate["kind"] == "floor":
+        if gate.kind == "floor":
+            if gate.value is None:
+                raise ValueError(f"evidence gate {name!r}: a floor gate needs a value")
             low = [f"{a} {mean(by_arm[a], metric):.2f}" for a in involved if a not in waived
-                   and mean(by_arm[a], metric) is not None and mean(by_arm[a], metric) < gate["value"]]  # fmt: skip
-            status, detail = ("fail", f"{metric} below {gate['value']}: " + "; ".join(low)) if low else ("pass", "")
+                   and mean(by_arm[a], metric) is not None and mean(by_arm[a], metric) < gate.value]  # fmt: skip
+            status, detail = ("fail", f"{metric} below {gate.value}: " + "; ".join(low)) if low else ("pass", "")
         else:  # compare and beats_input: one mean must beat another by the margin
             a = involved[0]
-            b, other = (a, gate["input_metric"]) if gate["kind"] == "beats_input" else (involved[1], metric)
+            if gate.kind == "beats_input" and not gate.input_metric:
+                raise ValueError(f"evidence gate {name!r}: a beats_input gate needs an input_metric")
+            b, other = (a, gate.input_metric) if gate.kind == "beats_input" else (involved[1], metric)
             if a in waived or b in waived:
                 status, detail = "waived", ""
             else:
                 va, vb = (None if v is None else round(v, 3) for v in (mean(by_arm[a], metric), mean(by_arm[b], other)))
-                margin, better = float(gate.get("margin", 0)), gate.get("better", "higher")
-                sign = 1 if better == "higher" else -1
-                ok = va is not None and vb is not None and sign * (va - vb) > margin
+                sign = 1 if gate.better == "higher" else -1
+                ok = va is not None and vb is not None and sign * (va - vb) > gate.margin
                 status = "pass" if ok else "fail"
-                detail = f"{a}: {metric} {va} vs {b}: {other} {vb} ({better} is better, margin {margin})"
-        outcome = {"gate": name, "status": status, "detail": detail}
+                detail = f"{a}: {metric} {va} vs {b}: {other} {vb} ({gate.better} is better, margin {gate.margin})"
+        outcome: dict[str, Any] = {"gate": name, "status": status, "detail": detail}
         if waived:
             outcome["waived"] = waived
         outcomes.append(outcome)
@@ -173,35 +174,36 @@ def run(
     unchanged arm are not rerun (see the module docstring) unless ``fresh``.
     """
     entry = registry.get(name)
-    spec = entry.raw.get("evidence")
-    if not spec or not spec.get("arms"):
+    spec = entry.meta.evidence
+    if spec is None or not spec.arms:
         raise ValueError(f"zoo entry {name!r} has no evidence.arms to run")
-    metric = spec.get("metric", "test/acc")
-    arms = [a for a in spec["arms"] if only is None or a["arm"] in only]
-    if only and len(arms) != len(only):
-        unknown = set(only) - {a["arm"] for a in arms}
-        raise KeyError(f"unknown arm(s) {sorted(unknown)} for {name!r}; arms: {[a['arm'] for a in spec['arms']]}")
+    for arm_name in only or []:
+        spec.arm(arm_name)  # an unknown arm fails naming the arms there are
+    arms = [a for a in spec.arms if only is None or a.arm in only]
     raw = dict(entry.raw)
-    results = raw["results"] = dict(raw.get("results") or {})
-    prints = {a["arm"]: fingerprint(a) for a in spec["arms"]}
+    raw["results"] = dict(raw.get("results") or {})
+    prints = {a.arm: fingerprint(a) for a in spec.arms}
     # runs of arms that changed since they were recorded no longer count
     recorded = {
-        arm: [r for r in rs if r.get("fingerprint") == prints.get(arm)]
-        for arm, rs in (results.get("runs") or {}).items()
+        arm: [dataclasses.asdict(r) for r in rs if r.fingerprint == prints.get(arm)]
+        for arm, rs in entry.meta.results.runs.items()
     }
+    if fresh:
+        for arm in arms:
+            recorded.pop(arm.arm, None)
     done = {(arm, r["seed"]) for arm, rs in recorded.items() for r in rs}
-    todo = [(arm, seed) for arm in arms for seed in range(seeds) if (arm["arm"], seed) not in done]
+    todo = [(arm, seed) for arm in arms for seed in range(seeds) if (arm.arm, seed) not in done]
     if done and todo:
         print(f"[evidence] {name}: {len(done)} run(s) already recorded, {len(todo)} to go", flush=True)
 
     default_command = f"python cli.py zoo evidence {name} --seeds {seeds}"
 
-    def record(arm: dict[str, Any], seed: int, outcome: tuple[dict[str, float], float | None, float]) -> None:
+    def record(arm: schema.Arm, seed: int, outcome: tuple[dict[str, float], float | None, float]) -> None:
         tests, best_val, seconds = outcome
-        print(f"[evidence] {name} | {arm['arm']} | seed {seed}: {metric} = {_pick(tests, metric, arm):.4f} "
+        print(f"[evidence] {name} | {arm.arm} | seed {seed}: {spec.metric} = {_pick(tests, spec.metric, arm):.4f} "
               f"(val {best_val}, {seconds:.0f} s)", flush=True)  # fmt: skip
-        run_ = {"seed": seed, "fingerprint": prints[arm["arm"]], "test": tests, "best_val": best_val}
-        recorded.setdefault(arm["arm"], []).append(run_ | {"seconds": round(seconds, 1)})
+        run_ = {"seed": seed, "fingerprint": prints[arm.arm], "test": tests, "best_val": best_val}
+        recorded.setdefault(arm.arm, []).append(run_ | {"seconds": round(seconds, 1)})
         _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent)
 
     if jobs > 1 and len(todo) > 1:
@@ -220,20 +222,22 @@ def run(
     return raw["results"]
 
 
-def _write(raw: dict, spec: dict, recorded: dict[str, list[dict]], seeds: int, command: str, directory: Path) -> None:
+def _write(
+    raw: dict, spec: schema.Evidence, recorded: dict[str, list[dict]], seeds: int, command: str, directory: Path
+) -> None:
     """Rebuild the rows from every recorded run and write the metafile atomically."""
-    metric, scale = spec.get("metric", "test/acc"), float(spec.get("scale", 1.0))
-    extra = [m for m in spec.get("metrics", []) if m != metric]
+    metric, scale = spec.metric, spec.scale
+    extra = [m for m in spec.metrics if m != metric]
     results = raw["results"]
     rows = []
-    by_arm = {a["arm"]: a for a in spec["arms"]}
+    by_arm = {a.arm: a for a in spec.arms}
     for arm_name, arm in by_arm.items():
         mine = sorted((r for r in recorded.get(arm_name, []) if r["seed"] < seeds), key=lambda r: r["seed"])
         if not mine:
             continue
         row = {"arm": arm_name}
         row |= summarise([_pick(r["test"], metric, arm) for r in mine], scale, [r["best_val"] for r in mine],
-                         int(spec.get("top_k", 0)))  # fmt: skip
+                         spec.top_k)  # fmt: skip
         row["seeds"] = [r["seed"] for r in mine]
         # An extra metric some arm never logs (a conflict rate without two sources) is left out of its row.
         logged = [m for m in extra if all(m in r["test"] for r in mine)]
@@ -241,7 +245,7 @@ def _write(raw: dict, spec: dict, recorded: dict[str, list[dict]], seeds: int, c
             row["metrics"] = {m: summarise([r["test"][m] for r in mine], 1.0) for m in logged}
         row["seconds_per_run"] = round(statistics.fmean(r["seconds"] for r in mine), 1)
         rows.append(row)
-    baseline = next((a["arm"] for a in spec["arms"] if a.get("role") == "baseline"), None)
+    baseline = spec.with_role("baseline")
     base = {r["seed"]: r["test"].get(metric) for r in recorded.get(baseline, []) if r["seed"] < seeds}
     for row in rows:
         if row["arm"] == baseline or baseline is None:
@@ -253,14 +257,16 @@ def _write(raw: dict, spec: dict, recorded: dict[str, list[dict]], seeds: int, c
     results.update(
         command=command,
         metric=metric,
-        selection=spec.get("selection", "test metric at the best-validation checkpoint"),
+        selection=spec.selection,
         rows=rows,
         hardware=f"{platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"python {sys.version.split()[0]}" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         run_time_s=round(sum(r["seconds"] for rs in recorded.values() for r in rs), 1),  # summed over runs
         runs={arm: sorted(rs, key=lambda r: r["seed"]) for arm, rs in recorded.items() if arm in by_arm},
     )
-    if spec.get("gates"):
+    if spec.gates:
         results["gates"] = check_gates(spec, rows, seeds)
+    else:  # gates removed from the metafile: no stale verdict stays on the card
+        results.pop("gates", None)
     results.pop("wall_time_s", None)
     registry.write_entry(raw, directory)

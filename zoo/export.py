@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,32 @@ def _rel(path: Path) -> str:
         return str(path.resolve().relative_to(registry.REPO_ROOT))
     except ValueError:
         return str(path.resolve())
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """A Lightning checkpoint opened with ``torch.load(weights_only=True)`` (``mmap``: tensors not read, for a
+    cheap check), or FileNotFoundError/ValueError naming the file and what it is instead: torch's own
+    message for a foreign file is a paragraph about ``weights_only`` that names neither."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"checkpoint {path} {what}")
+    with open(path, "rb") as handle:
+        zipped = handle.read(4) == b"PK\x03\x04"  # torch.save's format; mmap needs it
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, UnicodeDecodeError) as err:
+        reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(\n\s*\n|$)", str(err), re.S)
+        detail = reason.group(1) if reason else (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"{path} is not a Lightning checkpoint that opens with torch.load(weights_only=True) (a torch.save "
+            f"file of tensors and plain data): {detail}"
+        ) from err
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict", {}), dict):
+        inner = type(checkpoint.get("state_dict")).__name__ if isinstance(checkpoint, dict) else ""
+        got = f"its state_dict is a {inner}" if inner else f"it holds a {type(checkpoint).__name__}"
+        raise ValueError(f"{path} is not a Lightning checkpoint: {got}, expected a mapping with a state_dict mapping")
+    return checkpoint
 
 
 def student_tensors(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -91,7 +119,7 @@ def _publish_locked(
     old_file = None
     if entry_path.exists():
         old = registry.parse_entry(entry_path)
-        raw, old_file = dict(old.raw), old.weights.get("file")
+        raw, old_file = dict(old.raw), old.weights.file
     raw.update(fields)
     raw["name"] = name
     missing = [k for k in ("method", "task") if k not in raw]
@@ -132,13 +160,13 @@ def export(
     teacher is never exported). The student is rebuilt from the spec and loaded strictly before
     anything is written.
     """
-    checkpoint = torch.load(Path(ckpt), map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(ckpt)
     info = checkpoint.get("distillzoo") or {}
-    spec = info.get("student_spec")
+    spec = info.get("student_spec") if isinstance(info, dict) else None
     if spec is None:
         raise ValueError(f"{ckpt} has no student constructor spec (checkpoint['distillzoo']['student_spec'])")
     tensors = student_tensors(checkpoint)
-    store.load_into(store.build(spec), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
+    store.load_into(store.build(spec, str(ckpt)), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
     fields = dict(meta or {}, student=spec)
     teachers = info.get("teachers") or {}
     if teachers:
@@ -160,3 +188,22 @@ def export_graphs(
 
     fields = dict(meta, kind="dataset")
     return publish(name, graphs_to_tensors(graphs), fields, None, weights_dir, entries_dir, overwrite)
+
+
+def export_outputs(
+    outputs: torch.Tensor,
+    ids: list[str],
+    teacher: str,
+    teacher_sha256: str,
+    name: str,
+    meta: dict[str, Any],
+    weights_dir: Path | None = None,
+    entries_dir: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Publish one teacher's precomputed outputs for samples ``ids`` as a ``kind: teacher-outputs`` entry."""
+    from zoo.outputs import to_tensors
+
+    tensors, metadata = to_tensors(outputs, ids, teacher, teacher_sha256)
+    fields = dict(meta, kind="teacher-outputs")
+    return publish(name, tensors, fields, metadata, weights_dir, entries_dir, overwrite)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from zoo import schema
 from zoo.files import atomic_write_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,47 +47,36 @@ def confined_weights_file(entry_path: Path, file: str) -> Path:
     return path
 
 
-REQUIRED_KEYS = ("name", "method", "task", "weights")
-# every key a metafile may have, per block; an unknown one (a misspelt optional field would silently vanish
-# from the card) is refused with the closest valid names
-KNOWN_KEYS = {
-    "": {"name", "method", "task", "kind", "paper", "summary", "recipe", "data", "input", "license", "weights",
-         "student", "teacher", "evidence", "results", "sweep", "distilled_set", "findings", "scaled_down", "figures",
-         "published_model"},
-    "weights": {"file", "sha256", "url", "revision"},
-    "evidence": {"title", "metric", "metrics", "scale", "top_k", "selection", "arms", "gates"},
-    "evidence.arms": {"arm", "config", "args", "role", "budget", "waive"},
-}  # fmt: skip
-
-
-def _check_keys(path: Path, where: str, block: Any) -> None:
-    if not isinstance(block, dict):
-        raise ValueError(f"zoo entry {path}: {where or 'the file'} must be a mapping, got {type(block).__name__}")
-    unknown = sorted(set(block) - KNOWN_KEYS[where])
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(str(key), sorted(KNOWN_KEYS[where]), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(sorted(KNOWN_KEYS[where]))}"
-        label = f"{where}.{key}" if where else key
-        raise ValueError(f"zoo entry {path}: unknown key {label!r}{hint}")
-
-
 @dataclass
 class Entry:
-    """A parsed zoo metafile. ``raw`` keeps every field (results, paper, figures ...) in file order."""
+    """A zoo metafile: ``meta`` is the typed, validated content every reader uses; ``raw`` the mapping in file
+    order, which writers edit and hand back to :func:`write_entry` (validated again before it lands)."""
 
-    name: str
-    method: str
-    task: str
-    kind: str
-    spec: dict[str, Any] | None
-    weights: dict[str, Any]
+    meta: schema.Metafile
     path: Path
     raw: dict[str, Any] = field(repr=False)
 
     @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def kind(self) -> str:
+        return self.meta.kind
+
+    @property
+    def weights(self) -> schema.WeightsRef:
+        assert self.meta.weights is not None  # required by the schema
+        return self.meta.weights
+
+    @property
     def sha256(self) -> str:
-        return str(self.weights["sha256"])
+        return self.weights.sha256
+
+    @property
+    def spec(self) -> dict[str, Any] | None:
+        """The metafile's ``student`` as a plain spec mapping (``zoo.specs.build`` takes it)."""
+        return self.meta.student.plain() if self.meta.student else None
 
 
 def entries_dir() -> Path:
@@ -94,38 +84,18 @@ def entries_dir() -> Path:
 
 
 def parse_entry(path: Path) -> Entry:
-    """Read and validate one metafile; errors name the file and the missing or bad field."""
+    """Read and validate one metafile against :mod:`zoo.schema`; errors name the file and the bad key."""
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ValueError(f"zoo entry {path} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"zoo entry {path} must be a mapping, got {type(raw).__name__}")
-    _check_keys(path, "", raw)
-    for block in ("weights", "evidence"):
-        if block in raw:
-            _check_keys(path, block, raw[block])
-    for arm in (raw.get("evidence") or {}).get("arms") or []:
-        _check_keys(path, "evidence.arms", arm)
-    missing = [key for key in REQUIRED_KEYS if key not in raw]
-    if missing:
-        raise ValueError(f"zoo entry {path} lacks required field(s): {', '.join(missing)}")
-    name = str(raw["name"])
-    if name != path.stem:
-        raise ValueError(f"zoo entry {path} has name {name!r}; the file must be named {name}.yaml")
-    weights = raw["weights"]
-    if not isinstance(weights, dict) or not re.fullmatch(r"[0-9a-f]{64}", str(weights.get("sha256", ""))):
-        raise ValueError(f"zoo entry {path}: weights.sha256 must be 64 lowercase hex digits")
-    return Entry(
-        name=name,
-        method=str(raw["method"]),
-        task=str(raw["task"]),
-        kind=str(raw.get("kind", "model")),
-        spec=raw.get("student"),
-        weights=weights,
-        path=path,
-        raw=raw,
-    )
+    try:
+        meta = schema.parse(raw)
+    except schema.SchemaError as err:
+        raise ValueError(f"zoo entry {path}: {err}") from None
+    if meta.name != path.stem:
+        raise ValueError(f"zoo entry {path} has name {meta.name!r}; the file must be named {meta.name}.yaml")
+    return Entry(meta=meta, path=path, raw=raw)
 
 
 def list_entries() -> list[str]:
@@ -153,6 +123,9 @@ def write_entry(raw: dict[str, Any], directory: Path | None = None) -> Path:
     name = check_name(str(raw.get("name", "")))
     path = (directory or entries_dir()) / f"{name}.yaml"
     text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=100)
+    try:  # validated before it is written: a refused metafile never replaces the old one
+        schema.parse(yaml.safe_load(text))
+    except schema.SchemaError as err:
+        raise ValueError(f"zoo entry {path}: {err}") from None
     atomic_write_bytes(path, text.encode())
-    parse_entry(path)
     return path

@@ -15,6 +15,7 @@ import re
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from zoo import registry, specs
+from zoo import outputs, registry, specs
 
 SPEC_KEY = "distillzoo.spec"
 # First bytes of the formats that unpickle on load: a raw pickle (protocol 2+) and torch.save's zip.
@@ -94,20 +95,20 @@ def download(url: str, dest: Path, expected: str, label: str) -> Path:
 
 def entry_file(entry: registry.Entry) -> Path:
     """A verified local file for the entry: the repo copy, else the cache, else a download."""
-    local = entry.weights.get("file")
+    local = entry.weights.file
     candidates = [registry.confined_weights_file(entry.path, str(local))] if local else []
     candidates.append(cache_dir() / cache_name(entry))
     for path in candidates:
         if path.is_file():
             verify(path, entry.sha256, entry.name)
             return path
-    url = entry.weights.get("url")
+    url = entry.weights.url
     if not url:
         tried = ", ".join(str(p) for p in candidates)
         raise FileNotFoundError(
             f"weights for zoo entry {entry.name!r} are not here (looked at {tried}) and it has no url"
         )
-    url = url.format(revision=entry.weights.get("revision") or "")
+    url = url.format(revision=entry.weights.revision or "")
     return download(url, cache_dir() / cache_name(entry), entry.sha256, entry.name)
 
 
@@ -149,6 +150,8 @@ def resolve(source: str) -> Weights:
         sha = entry.sha256
     else:
         path = Path(source).expanduser()
+        if path.is_dir():
+            raise IsADirectoryError(f"weights file {path} is a folder; give a .safetensors file inside it")
         if not path.is_file():
             scheme = re.match(r"([A-Za-z]{1,5}):(?!//)", source)
             hint = f"; did you mean zoo:{source[scheme.end() :]}?" if scheme else ""
@@ -224,7 +227,10 @@ def check_entry(entry: registry.Entry) -> Path:
     allow-listed network (resolved, not built)."""
     path = entry_file(entry)
     _, metadata = read_safetensors(path)
-    if entry.kind != "dataset":
+    if entry.kind == "teacher-outputs":
+        tensors, _ = read_safetensors(path)
+        outputs.from_tensors(tensors, metadata, f"zoo:{entry.name}")
+    elif entry.kind == "model":
         spec = entry_spec(entry, stored_spec(metadata, path))
         if spec is None:
             raise ValueError(f"zoo entry {entry.name!r} has no network spec, in its weights or its metafile")
@@ -234,17 +240,71 @@ def check_entry(entry: registry.Entry) -> Path:
 
 def load(source: str) -> Any:
     """Build the network a weights source describes, load its weights and return it in eval mode;
-    for a ``kind: dataset`` zoo entry, return the stored graphs as a torch-geometric dataset."""
+    for a ``kind: dataset`` zoo entry, return the stored graphs as a torch-geometric dataset, and for a
+    ``kind: teacher-outputs`` entry its :class:`zoo.outputs.TeacherOutputs`."""
     weights = resolve(source)
-    if source.startswith("zoo:") and registry.get(source[4:]).kind == "dataset":
+    kind = registry.get(source[4:]).kind if source.startswith("zoo:") else "model"
+    if kind == "dataset":
         from zoo.datasets import GraphSet
 
         return GraphSet.from_tensors(weights.tensors)
+    if kind == "teacher-outputs":
+        return outputs.from_tensors(weights.tensors, read_safetensors(weights.path)[1], source)
     spec = weights.spec
     if source.startswith("zoo:"):
         spec = entry_spec(registry.get(source[4:]), weights.spec)
     if spec is None:
         raise ValueError(f"{source} carries no constructor spec ({SPEC_KEY} metadata); build the module yourself")
-    module = load_into(build(spec), weights)
+    label = source if source == str(weights.path) else f"{source}, {weights.path}"
+    module = load_into(build(spec, label), weights)
     module.weights_source = {"source": source, "sha256": weights.sha256}
+    module.register_forward_pre_hook(FiniteInputCheck(source), with_kwargs=True)
     return module.eval()
+
+
+class FiniteInputCheck:
+    """Forward pre-hook of a loaded network: a floating-point input with NaN or inf (a tensor argument, or
+    the ``x``/``edge_attr`` of a PyG ``Data``/``Batch``) raises ValueError naming the weights source and the
+    count, instead of the network returning NaN without a word. One ``isfinite`` per input tensor; a class,
+    not a closure, so the module still pickles (``ddp_spawn``)."""
+
+    GRAPH_ATTRS = ("x", "edge_attr")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def _tensors(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, torch.Tensor]]:
+        found = []
+        for name, arg in [*((f"argument {i}", a) for i, a in enumerate(args)), *kwargs.items()]:
+            if isinstance(arg, torch.Tensor):
+                found.append((str(name), arg))
+            elif not isinstance(arg, (str, bytes, int, float, type(None))):  # a graph: its feature tensors
+                for attr in self.GRAPH_ATTRS:
+                    value = getattr(arg, attr, None)
+                    if isinstance(value, torch.Tensor):
+                        found.append((f"{name}.{attr}", value))
+        return [(n, t) for n, t in found if t.is_floating_point() or t.is_complex()]
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        for name, tensor in self._tensors(args, kwargs):
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                bad = int(finite.numel() - finite.sum())
+                raise ValueError(
+                    f"{self.source} ({type(module).__name__}) was given {bad} non-finite value(s) (NaN/inf) of "
+                    f"{tensor.numel()} in its input ({name}, shape {tuple(tensor.shape)}); its output would be NaN"
+                )
+
+
+def read_outputs(source: str, ids: Sequence[str] | None = None, teacher_sha256: str | None = None) -> torch.Tensor:
+    """The teacher outputs (:mod:`zoo.outputs`) of ``source`` (``zoo:NAME`` or a path) for ``ids`` (all rows when
+    ``None``); with ``teacher_sha256``, a file made by another teacher is refused naming both hashes."""
+    weights = resolve(source)  # verified against the entry's sha256 before a byte is parsed
+    _, metadata = read_safetensors(weights.path)
+    found = outputs.from_tensors(weights.tensors, metadata, source)
+    if teacher_sha256 is not None and found.teacher_sha256 != teacher_sha256:
+        raise ValueError(
+            f"{source} holds the outputs of another teacher: made by {found.teacher} (sha256 {found.teacher_sha256}), "
+            f"expected sha256 {teacher_sha256}"
+        )
+    return found.outputs if ids is None else found.rows(ids)

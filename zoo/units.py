@@ -29,10 +29,14 @@ def mu_to_hu(mu: Any) -> Any:
     return (mu - MU_WATER) / MU_WATER * 1000
 
 
-def hu_window(mu: Tensor, width: float = 3000.0, centre: float = 500.0) -> Tensor:
-    """The official metric window: ``mu`` -> HU -> clipped to ``[centre - width / 2, centre + width / 2]``
-    (default [-1000, 2000] HU) -> scaled to [0, 1]. Tensor in (any shape), float tensor out."""
+def hu_window(image: Tensor, width: float = 3000.0, centre: float = 500.0, units: str = "mu") -> Tensor:
+    """The official metric window: ``image`` (attenuation ``mu``, or HU with ``units="hu"``) -> HU -> clipped
+    to ``[centre - width / 2, centre + width / 2]`` (default [-1000, 2000] HU) -> scaled to [0, 1]. Tensor in
+    (any shape), float tensor out."""
     if width <= 0:
         raise ValueError(f"window width must be > 0, got {width}")
+    if units not in ("mu", "hu"):
+        raise ValueError(f"units must be 'mu' or 'hu', got {units!r}")
+    image = torch.as_tensor(image).float()
     low = centre - width / 2
-    return ((mu_to_hu(torch.as_tensor(mu).float()) - low) / width).clamp(0, 1)
+    return (((image if units == "hu" else mu_to_hu(image)) - low) / width).clamp(0, 1)
