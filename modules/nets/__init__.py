@@ -10,6 +10,7 @@ inside constructors, so importing this package stays cheap.
 from modules.nets.mae import (
     MAEDecoder,
     MAEEncoder,
+    MaskedAutoencoder,
     PatchMask,
     apply_mask,
     mae_pixel_loss,
@@ -27,6 +28,7 @@ __all__ = [
     "FrameViT",
     "MAEDecoder",
     "MAEEncoder",
+    "MaskedAutoencoder",
     "PatchMask",
     "SegmentationProbe",
     "TimmViT",

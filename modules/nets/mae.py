@@ -281,18 +281,31 @@ class MAEEncoder(nn.Module):
         """Images [B, C, H, W] in [0, 1] -> (latent [B, 1 + K, D] after the final norm, [block i output
         [B, 1 + K, D] before the norm for i in ``indices``]). ``mask=None`` keeps every patch (K = N)."""
         take = _block_indices(indices, self.depth)
+        x = self._tokens(images, mask)
+        hidden: dict[int, Tensor] = {}
+        for i, block in enumerate(self.vit.blocks):
+            x = block(x)
+            if i in take:
+                hidden[i] = x
+        return self.vit.norm(x), [hidden[i] for i in take]
+
+    def _tokens(self, images: Tensor, mask: PatchMask | None) -> Tensor:
         vit = self.vit
         x = vit.patch_embed(self.normalize(images)) + vit.pos_embed[:, 1:]
         if mask is not None:
             x = apply_mask(x, mask)
         cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        x = vit.norm_pre(torch.cat([cls, x], dim=1))
-        hidden: dict[int, Tensor] = {}
-        for i, block in enumerate(vit.blocks):
-            x = block(x)
-            if i in take:
-                hidden[i] = x
-        return vit.norm(x), [hidden[i] for i in take]
+        return vit.norm_pre(torch.cat([cls, x], dim=1))
+
+    def forward_until(self, images: Tensor, mask: PatchMask | None, block: int) -> Tensor:
+        """The output of block ``block`` (0-based), before the final norm, [B, 1 + K, D]; later blocks are
+        not run. DMAE's teacher needs nothing past its aligned block, so it stops there: the paper's
+        efficiency argument, which the official code leaves unused (it runs every block and the decoder)."""
+        (block,) = _block_indices([block], self.depth)
+        x = self._tokens(images, mask)
+        for b in self.vit.blocks[: block + 1]:
+            x = b(x)
+        return x
 
     def forward_features(self, images: Tensor) -> Tensor:
         """Every patch visible: final-norm tokens [B, 1 + N, D], CLS first (the probes' interface)."""
@@ -406,3 +419,43 @@ class MAEDecoder(nn.Module):
         """Encoder latent [B, 1 + K, encoder_dim] -> predicted pixels [B, N, patch_size**2 * in_chans]."""
         x = self.forward_hidden(latent, mask, self.depth)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+
+
+@exportable
+class MaskedAutoencoder(nn.Module):
+    """An MAE as one network (``MaskedAutoencoderViT`` in facebookresearch/mae ``models_mae.py``): an
+    ``MAEEncoder`` and an ``MAEDecoder`` over the same patch grid. This is the checkpoint DMAE's and G2SD's
+    teachers are (G2SD reads the decoder's hidden state) and the network MAE pre-training trains.
+    ``forward(images, mask)`` predicts the pixels of every patch [B, N, p*p*C]; ``loss`` is MAE's masked
+    pixel loss on the encoder's normalised images (``norm_pix_loss`` as the recipe says; DMAE's pretrain.sh
+    leaves it off, MAE's default turns it on)."""
+
+    def __init__(
+        self,
+        img_size: int | list[int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 1024,
+        depth: int = 24,
+        num_heads: int = 16,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        norm_pix_loss: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.norm_pix_loss = norm_pix_loss
+        self.encoder = MAEEncoder(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, mean, std)
+        self.decoder = MAEDecoder(img_size, patch_size, in_chans, embed_dim, decoder_dim, decoder_depth,
+                                  decoder_heads, mlp_ratio)  # fmt: skip
+
+    def forward(self, images: Tensor, mask: PatchMask | None = None) -> Tensor:
+        latent, _ = self.encoder(images, mask)
+        return self.decoder(latent, mask)
+
+    def loss(self, pred: Tensor, images: Tensor, mask: PatchMask) -> Tensor:
+        """MAE's pixel loss of ``pred`` on the removed patches of ``images`` (as the encoder normalises them)."""
+        return mae_pixel_loss(pred, self.encoder.normalize(images), mask, self.norm_pix_loss)

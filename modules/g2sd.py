@@ -1,0 +1,221 @@
+"""G2SD: "Generic-to-Specific Distillation of Masked Autoencoders" (Huang et al., CVPR 2023, arXiv 2302.14771),
+following pengzhiliang/G2SD ``models_mae.py``, ``engine_distill.py``, ``models_vit.py``, ``engine_finetune_dis.py``.
+
+Generic stage (:class:`GenericDistill`): a frozen MAE teacher and a small MAE student with a lightweight
+decoder see the same random mask, drawn from one noise tensor. The teacher's decoder runs only up to block
+``teacher_layer`` (4 of 8 in the official runs). Its hidden state there, with CLS and before
+``decoder_norm``, is normalised by a LayerNorm without affine (eps 1e-6). That is the target for the
+student's decoder output (every block, no ``decoder_norm``) after an MLP head, under a Smooth-L1 loss
+(beta 2) over every token, visible and masked. There is no pixel loss.
+
+Specific stage (:class:`SpecificDistill`): the student's encoder, from the generic stage, gets a DeiT-style
+distillation token. The token is appended after the positional embedding is added, so it has no position
+(:class:`DistilledViT`), and it has its own head. The loss is 1/2 CE of the CLS head to the labels plus 1/2
+CE of the distillation head to the hard predictions of a fine-tuned teacher. Inference averages the two
+heads. With ``teacher=None`` both heads learn the labels: plain fine-tuning, the no-teacher arm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from modules.core import DistillModule, make_projector
+from modules.dmae import MAEPretrain
+from modules.nets import MaskedAutoencoder, TimmViT, random_mask
+from zoo import store
+from zoo.specs import exportable
+
+
+def generic_loss(student: Tensor, teacher_hidden: Tensor, beta: float = 2.0) -> Tensor:
+    """G2SD's generic term: ``smooth_l1(student, layer_norm(teacher_hidden) without affine, beta)``, mean over
+    every element. student [B, T, D] (already through the MLP head), teacher_hidden [B, T, D] -> scalar."""
+    if student.shape != teacher_hidden.shape:
+        raise ValueError(f"student {list(student.shape)} and teacher {list(teacher_hidden.shape)} tokens differ")
+    target = F.layer_norm(teacher_hidden, teacher_hidden.shape[-1:], eps=1e-6)
+    return F.smooth_l1_loss(student, target, beta=beta)
+
+
+class GenericDistill(MAEPretrain):
+    """G2SD's generic stage (``models_mae.py`` ``forward_distill``): ``student`` and ``teacher`` are
+    ``MaskedAutoencoder`` networks over one patch grid; ``teacher_layer`` counts teacher decoder blocks
+    (1-based: 4 = after four blocks). The MLP head maps the student's decoder width to the teacher's (hidden
+    = out = the teacher's width, GELU, the official ``Mlp``). Term ``generic``; validation reports it under
+    a fixed mask (``val/generic``). With ``teacher=None`` it is MAE pre-training (the no-teacher arm)."""
+
+    def __init__(
+        self,
+        student: MaskedAutoencoder | None = None,
+        teacher: nn.Module | None = None,
+        init_weights: str | None = None,
+        mask_ratio: float = 0.75,
+        teacher_layer: int = 4,
+        beta: float = 2.0,
+        loss_weights: dict[str, float] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(student, teacher, init_weights, mask_ratio, loss_weights, optimizer, lr_scheduler)
+        self.beta = beta
+        if self.teacher is not None:
+            network = self.teacher.network
+            if not isinstance(network, MaskedAutoencoder):
+                got = type(network).__name__
+                raise TypeError(f"G2SD's teacher must be a MaskedAutoencoder (it reads the decoder), got {got}")
+            self.check_teacher_grid(network.encoder)
+            if not 1 <= teacher_layer <= network.decoder.depth:
+                raise ValueError(f"teacher_layer must be in 1..{network.decoder.depth}, got {teacher_layer}")
+            self.teacher_layer = teacher_layer
+            width = self.student.decoder.decoder_embed.out_features
+            target = network.decoder.decoder_embed.out_features
+            self.projectors["decoder"] = make_projector("mlp", width, target, hidden_dim=target)
+
+    def generic_terms(self, images: Tensor, noise: Tensor) -> dict[str, Tensor]:
+        """One noise tensor, so one mask, for teacher and student (the official shared ``noise``)."""
+        mask = random_mask(images.shape[0], self.student.encoder.num_patches, self.mask_ratio, noise=noise)
+        latent, _ = self.student.encoder(images, mask)
+        hidden = self.student.decoder.forward_hidden(latent, mask, self.student.decoder.depth)
+        teacher = self.teacher.network
+        with torch.no_grad():
+            t_latent, _ = teacher.encoder(images, mask)
+            target = teacher.decoder.forward_hidden(t_latent, mask, self.teacher_layer)
+        return {"generic": generic_loss(self.projectors["decoder"](hidden), target, self.beta)}
+
+    def distill_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.teacher is None:
+            return super().distill_loss(batch)
+        images = batch["image"]
+        noise = torch.rand(images.shape[0], self.student.encoder.num_patches, device=images.device)
+        return self.generic_terms(images, noise)
+
+    def evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        if self.teacher is None:
+            return super().evaluate(batch, stage)
+        return self.generic_terms(batch["image"], self.eval_noise(batch))
+
+
+@exportable
+class DistilledViT(nn.Module):
+    """A ViT classifier with a distillation token (``models_vit.py`` with ``distillation=True``): the token is
+    appended after the positional embedding is added (so, unlike DeiT's, it has no position) and read out of
+    the final norm by ``head_dist``. ``forward`` averages the two heads (``use_distoken``, how G2SD reports
+    accuracy); ``both`` returns (cls logits, dist logits) for training. ``vit_kwargs`` are ``TimmViT``'s
+    (``timm_kwargs`` with ``num_classes``, ``global_pool="token"``; ``mean``/``std``). Images in [0, 1]."""
+
+    def __init__(self, vit_kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.backbone = TimmViT(**vit_kwargs)
+        vit = self.backbone.vit
+        if vit.cls_token is None or vit.num_classes < 1 or vit.global_pool != "token":
+            raise ValueError(
+                "DistilledViT needs a CLS token, num_classes >= 1 and global_pool='token' (G2SD's student)"
+            )
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, vit.embed_dim))
+        self.head_dist = nn.Linear(vit.embed_dim, vit.num_classes)
+        nn.init.trunc_normal_(self.dist_token, std=0.02)
+        nn.init.trunc_normal_(self.head_dist.weight, std=0.02)
+        nn.init.zeros_(self.head_dist.bias)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head_dist.out_features
+
+    def both(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        vit = self.backbone.vit
+        x = vit._pos_embed(vit.patch_embed(self.backbone.normalize(images)))  # CLS + positions
+        x = torch.cat([x, self.dist_token.expand(x.shape[0], -1, -1)], dim=1)  # no position for it
+        x = vit.norm(vit.blocks(vit.norm_pre(vit.patch_drop(x))))
+        return vit.head(vit.head_drop(x[:, 0])), self.head_dist(x[:, -1])
+
+    def forward(self, images: Tensor) -> Tensor:
+        cls, dist = self.both(images)
+        return (cls + dist) / 2
+
+
+def load_encoder(student: nn.Module, source: str) -> list[str]:
+    """Copy the encoder of a ``MaskedAutoencoder`` (``zoo:NAME`` or a path) into ``student``'s ViT (a
+    ``TimmViT`` or a ``DistilledViT``), as MAE fine-tuning starts from the pre-trained encoder; heads, the
+    distillation token and a global-pool ``fc_norm`` stay fresh. Returns the fresh tensors' names."""
+    mae = store.load(source)
+    if not isinstance(mae, MaskedAutoencoder):
+        raise TypeError(f"{source} is a {type(mae).__name__}, not a MaskedAutoencoder whose encoder to fine-tune")
+    vit = student.backbone.vit if isinstance(student, DistilledViT) else student.vit
+    state = {k: v for k, v in mae.encoder.vit.state_dict().items() if not k.startswith("head")}
+    if getattr(vit, "fc_norm", None) is not None and not isinstance(vit.fc_norm, nn.Identity):
+        state = {k: v for k, v in state.items() if not k.startswith("norm.")}  # global pool: a fresh fc_norm
+    own = vit.state_dict()
+    wrong = [
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if wrong:
+        raise ValueError(f"the encoder of {source} does not fit the student ViT: {'; '.join(wrong)}")
+    missing, unexpected = vit.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"the encoder of {source} has tensors the student ViT lacks: {unexpected}")
+    return list(missing)
+
+
+class SpecificDistill(DistillModule):
+    """G2SD's specific stage and plain fine-tuning (``engine_finetune_dis.py``): ``student`` a
+    ``DistilledViT`` (or a ``TimmViT`` classifier, trained with CE alone), ``teacher`` a fine-tuned classifier
+    (frozen). ``init_encoder`` (``zoo:NAME`` or a path of a ``MaskedAutoencoder``) starts the student's
+    encoder from a pre-training stage. Terms ``cls`` (CE of the CLS head to the labels, ``smoothing`` as the
+    recipe says) and ``dist`` (CE of the distillation head to the teacher's argmax), weighted 1/2 each as
+    official; without a teacher ``dist`` learns the labels. Metric ``acc`` (top-1 of the averaged heads)."""
+
+    def __init__(
+        self,
+        student: nn.Module | None = None,
+        teacher: nn.Module | None = None,
+        init_weights: str | None = None,
+        init_encoder: str | None = None,
+        smoothing: float = 0.0,
+        loss_weights: dict[str, float] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        weights = {"cls": 0.5, "dist": 0.5} | dict(loss_weights or {})
+        super().__init__(student, teacher, init_weights, weights, optimizer, lr_scheduler)
+        if init_encoder is not None:
+            fresh = load_encoder(self.student, init_encoder)
+            print(f"{type(self).__name__}: encoder from {init_encoder}; fresh: {', '.join(fresh) or 'none'}")
+        self.smoothing = smoothing
+        if not isinstance(self.student, DistilledViT):
+            self.loss_weights = {"cls": 1.0} | dict(loss_weights or {})  # one head: plain fine-tuning
+
+    def heads(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        if isinstance(self.student, DistilledViT):
+            return self.student.both(images)
+        return self.student(images), None
+
+    def distill_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        images, labels = batch["image"], batch["label"]
+        cls, dist = self.heads(images)
+        terms = {"cls": F.cross_entropy(cls, labels, label_smoothing=self.smoothing)}
+        if dist is not None:
+            if self.teacher is not None:
+                hard = self.teacher(images).argmax(dim=-1)  # hard-label distillation (DeiT's, as official)
+                terms["dist"] = F.cross_entropy(dist, hard)
+            else:
+                terms["dist"] = F.cross_entropy(dist, labels, label_smoothing=self.smoothing)
+        return terms
+
+    def configure_metrics(self) -> MetricCollection:
+        classes = self.student.num_classes
+        return MetricCollection({"acc": MulticlassAccuracy(classes, average="micro")})
+
+    def evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        logits = self.student(batch["image"])
+        self.stage_metrics[stage]["acc"].update(logits, batch["label"])
+        return {"loss": F.cross_entropy(logits, batch["label"])}
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch["image"].shape[0])

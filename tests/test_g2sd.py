@@ -1,0 +1,96 @@
+"""G2SD: the generic term's golden value, the shared mask and the teacher's truncated decoder, the
+distillation token without a position, the specific-stage loss and starting from a pre-trained encoder."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save
+
+from modules.core import Teacher
+from modules.g2sd import DistilledViT, GenericDistill, SpecificDistill, generic_loss, load_encoder
+from modules.nets import MaskedAutoencoder, TimmViT
+from zoo import specs, store
+
+VIT = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 3}
+
+
+def tiny_mae(dim: int = 32, decoder_dim: int = 16, decoder_depth: int = 2, seed: int = 0) -> MaskedAutoencoder:
+    torch.manual_seed(seed)
+    return MaskedAutoencoder(img_size=16, patch_size=4, embed_dim=dim, depth=2, num_heads=2, decoder_dim=decoder_dim,
+                             decoder_depth=decoder_depth, decoder_heads=2)  # fmt: skip
+
+
+def test_generic_loss_golden_value_worked_by_hand():
+    # teacher [1, 3] -> LayerNorm without affine: mean 2, var 1 -> [-1, 1] (eps 1e-6 negligible);
+    # student [0, 4]: |d| = 1 and 3; smooth-L1 beta 2: 0.5 * 1 / 2 = 0.25 and 3 - 1 = 2 -> mean 1.125
+    loss = generic_loss(torch.tensor([[[0.0, 4.0]]]), torch.tensor([[[1.0, 3.0]]]))
+    assert loss.item() == pytest.approx(1.125, abs=1e-5)
+
+
+def test_generic_stage_shares_one_mask_and_stops_the_teacher_decoder_at_its_layer():
+    teacher = tiny_mae(dim=48, decoder_dim=24, decoder_depth=4, seed=1)
+    module = GenericDistill(tiny_mae(), Teacher(teacher), teacher_layer=2)
+    ran, masks = [], []
+    for k, block in enumerate(teacher.decoder.decoder_blocks):
+        block.register_forward_hook(lambda m, i, o, k=k: ran.append(k))
+    for enc in (teacher.encoder, module.student.encoder):
+        enc.register_forward_pre_hook(lambda m, a: masks.append(a[1].ids_keep.clone()))
+    terms = module.distill_loss({"image": torch.rand(3, 3, 16, 16)})
+    assert set(terms) == {"generic"} and ran == [0, 1] and torch.equal(masks[0], masks[1])
+    terms["generic"].backward()
+    assert module.projectors["decoder"][0].in_features == 16 and module.projectors["decoder"][2].out_features == 24
+    assert all(p.grad is None for p in teacher.parameters())
+    assert module.student.decoder.decoder_pred.weight.grad is None, "no pixel loss in the generic stage"
+    with pytest.raises(ValueError, match=r"teacher_layer must be in 1..4, got 5"):
+        GenericDistill(tiny_mae(), Teacher(teacher), teacher_layer=5)
+    assert set(GenericDistill(tiny_mae(), None).distill_loss({"image": torch.rand(2, 3, 16, 16)})) == {"pixel"}
+
+
+def test_the_distillation_token_has_no_position_and_the_heads_are_averaged():
+    torch.manual_seed(0)
+    net = DistilledViT({"timm_kwargs": VIT}).eval()
+    assert net.backbone.vit.pos_embed.shape[1] == 1 + 16, "positions for CLS and patches only"
+    images = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        cls, dist = net.both(images)
+        assert torch.allclose(net(images), (cls + dist) / 2)
+        # a distillation token given a position would need 18 rows; the token is appended after them
+        tokens = net.backbone.vit._pos_embed(net.backbone.vit.patch_embed(net.backbone.normalize(images)))
+        assert tokens.shape[1] == 17
+    rebuilt = specs.build(specs.module_spec(net))
+    rebuilt.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(images), net(images))
+
+
+def test_specific_stage_loss_is_half_label_ce_and_half_teacher_argmax_ce():
+    torch.manual_seed(0)
+    student = DistilledViT({"timm_kwargs": VIT})
+    teacher = TimmViT(timm_kwargs=VIT)
+    module = SpecificDistill(student, Teacher(teacher))
+    batch = {"image": torch.rand(4, 3, 16, 16), "label": torch.tensor([0, 1, 2, 0])}
+    terms = module.distill_loss(batch)
+    cls, dist = student.both(batch["image"])
+    with torch.no_grad():
+        hard = teacher(batch["image"]).argmax(-1)
+    assert terms["cls"].item() == pytest.approx(F.cross_entropy(cls, batch["label"]).item(), rel=1e-5)
+    assert terms["dist"].item() == pytest.approx(F.cross_entropy(dist, hard).item(), rel=1e-5)
+    assert module.weight_of("cls") == module.weight_of("dist") == 0.5
+    plain = SpecificDistill(TimmViT(timm_kwargs=VIT), None)
+    assert set(plain.distill_loss(batch)) == {"cls"} and plain.weight_of("cls") == 1.0
+
+
+def test_fine_tuning_starts_from_a_pretrained_encoder_with_fresh_heads(tmp_path):
+    mae = tiny_mae()
+    path = tmp_path / "mae.safetensors"
+    tensors = {k: v.contiguous() for k, v in mae.state_dict().items()}
+    path.write_bytes(save(tensors, metadata={store.SPEC_KEY: json.dumps(specs.module_spec(mae), sort_keys=True)}))
+    student = DistilledViT({"timm_kwargs": VIT})
+    fresh = load_encoder(student, str(path))
+    assert set(fresh) == {"head.weight", "head.bias"}
+    assert torch.equal(student.backbone.vit.blocks[0].attn.qkv.weight, mae.encoder.vit.blocks[0].attn.qkv.weight)
+    wide = DistilledViT({"timm_kwargs": VIT | {"embed_dim": 48}})
+    with pytest.raises(ValueError, match="does not fit the student ViT"):
+        load_encoder(wide, str(path))
