@@ -111,7 +111,9 @@ class DMAE(MAEPretrain):
     patch grid. ``student_block`` / ``teacher_block`` are the aligned blocks (0-based; negative counts from
     the end). ``projector``: ``linear`` (the official ``fc-1layer`` default) or ``mlp``. ``distill`` picks
     L1 (official) or L2. Loss terms ``pixel`` and ``distill`` (``loss_weights`` scale them; both 1 as
-    official). Validation and test report the student's masked pixel loss (``val/pixel``)."""
+    official). ``truncate_teacher=False`` runs the whole teacher and its decoder as the official code does:
+    the same loss at a higher cost (the benchmark's comparison). Validation and test report the student's
+    masked pixel loss (``val/pixel``)."""
 
     def __init__(
         self,
@@ -123,12 +125,13 @@ class DMAE(MAEPretrain):
         teacher_block: int = 17,
         projector: Literal["linear", "mlp"] = "linear",
         distill: Literal["l1", "l2"] = "l1",
+        truncate_teacher: bool = True,
         loss_weights: dict[str, float] | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(student, teacher, init_weights, mask_ratio, loss_weights, optimizer, lr_scheduler)
-        self.distill = distill
+        self.distill, self.truncate_teacher = distill, truncate_teacher
         encoder = self.student.encoder
         if self.teacher is not None:  # the aligned blocks matter only with a teacher (MAE alone has none)
             self.student_block = aligned_block(student_block, encoder.depth, "student")
@@ -151,6 +154,11 @@ class DMAE(MAEPretrain):
         latent, (hidden,) = self.student.encoder(images, mask, [self.student_block])
         terms = {"pixel": self.student.loss(self.student.decoder(latent, mask), images, mask)}
         with torch.no_grad():
-            target = teacher.forward_until(images, mask, self.teacher_block)
+            if self.truncate_teacher:
+                target = teacher.forward_until(images, mask, self.teacher_block)
+            else:  # the official code: every teacher block and the teacher's decoder, whose output goes unused
+                t_latent, (target,) = teacher(images, mask, [self.teacher_block])
+                if isinstance(self.teacher.network, MaskedAutoencoder):
+                    self.teacher.network.decoder(t_latent, mask)
         terms["distill"] = dmae_feature_loss(self.projectors["features"](hidden), target, self.distill)
         return terms

@@ -88,3 +88,17 @@ def test_the_mae_exports_and_rebuilds_identically():
     images = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(rebuilt.eval()(images), mae(images))
+
+
+def test_the_truncated_teacher_gives_the_official_whole_teacher_loss():
+    teacher = Teacher(tiny_mae(dim=48, depth=4, seed=1))
+    student = tiny_mae(dim=32, depth=2)
+    cut = DMAE(student, teacher, student_block=1, teacher_block=1)
+    whole = DMAE(student, teacher, student_block=1, teacher_block=1, truncate_teacher=False)
+    whole.projectors.load_state_dict(cut.projectors.state_dict())
+    images = torch.rand(2, 3, 16, 16)
+    torch.manual_seed(3)
+    a = cut.distill_loss({"image": images})
+    torch.manual_seed(3)
+    b = whole.distill_loss({"image": images})
+    assert torch.equal(a["distill"], b["distill"]) and torch.equal(a["pixel"], b["pixel"])
