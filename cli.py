@@ -201,6 +201,7 @@ def zoo_main(argv: list[str]) -> int:
     ev.add_argument("--jobs", type=int, default=1, help="fits run at once, in spawned processes (default 1)")
     ev.add_argument("--keep", type=Path, help="copy each arm's seed-0 best checkpoint here, as <arm slug>.ckpt")
     ev.add_argument("--fresh", action="store_true", help="rerun the arms' recorded runs too (after a code change)")
+    ev.add_argument("--rows-only", action="store_true", help="fit nothing: rebuild the rows from the recorded runs")
     pub = sub.add_parser("publish", help="rebuild an entry from its publish block: evidence, export, figures, cards")
     pub.add_argument("name")
     pub.add_argument("--jobs", type=int, default=1, help="evidence fits run at once (default 1)")
@@ -234,18 +235,22 @@ def zoo_main(argv: list[str]) -> int:
         command = f"python cli.py zoo evidence {opts.name} --seeds {opts.seeds}"
         command += f" --jobs {opts.jobs}" if opts.jobs > 1 else ""
         results = evidence.run(
-            opts.name, opts.seeds, evidence_fit, opts.arms, opts.jobs, opts.keep, command, opts.fresh
+            opts.name, opts.seeds, evidence_fit, opts.arms, opts.jobs, opts.keep, command, opts.fresh, opts.rows_only
         )
         failed = [g for g in results.get("gates", []) if g["status"] == "fail"]
         for gate in failed:
             print(f"error: sanity gate {gate['gate']!r} failed for {opts.name}: {gate['detail']}", file=sys.stderr)
         return 1 if failed else 0
     elif opts.command == "publish":
-        seeds = (zoo.get(opts.name).meta.publish or schema.Publish()).seeds
-        command = f"python cli.py zoo publish {opts.name}" + (f" --jobs {opts.jobs}" if opts.jobs > 1 else "")
-        path = publish.publish(opts.name, evidence_fit, build_data, opts.jobs, opts.keep, opts.fresh, command)
-        print(f"published {opts.name}: {path} (evidence over {seeds} seeds where it has arms)")
-        run_figures(opts.name, opts.keep or publish.keep_dir(opts.name))
+        plan = zoo.get(opts.name).meta.publish or schema.Publish()
+        keep = opts.keep or publish.keep_dir(opts.name)
+        if plan.script is not None:  # the entry is computed from other entries by a project script
+            run_scripts(opts.name, [plan.script], keep)
+        else:
+            command = f"python cli.py zoo publish {opts.name}" + (f" --jobs {opts.jobs}" if opts.jobs > 1 else "")
+            path = publish.publish(opts.name, evidence_fit, build_data, opts.jobs, opts.keep, opts.fresh, command)
+            print(f"published {opts.name}: {path} (evidence over {plan.seeds} seeds where it has arms)")
+        run_scripts(opts.name, plan.figures, keep)
         print(f"wrote {cards.write()}")
     return 0
 
@@ -255,16 +260,17 @@ def build_data(fit: schema.Fit) -> LightningDataModule:
     return lightning_main([*(f"--config={c}" for c in fit.config), *fit.args], run=False).datamodule
 
 
-def run_figures(name: str, keep: Path) -> None:
-    """Run the figure scripts of ``name``'s publish block (each a ``scripts/*.py`` with its arguments, checked
-    by the schema: a metafile never names a program of its own)."""
+def run_scripts(name: str, commands: list[list[str]], keep: Path) -> None:
+    """Run the project scripts a publish block names (each ``scripts/*.py`` with its arguments, checked by the
+    schema: a metafile never names a program of its own); ``{keep}`` and ``{name}`` are filled in."""
     import subprocess
 
-    plan = zoo.get(name).meta.publish
-    for figure in plan.figures if plan else []:
-        args = [a.replace("{keep}", str(keep)).replace("{name}", name) for a in figure[1:]]
-        print(f"[publish] python {figure[0]} {' '.join(args)}", flush=True)
-        subprocess.run([sys.executable, str(registry.REPO_ROOT / figure[0]), *args], check=True, cwd=registry.REPO_ROOT)
+    for command in commands:
+        args = [a.replace("{keep}", str(keep)).replace("{name}", name) for a in command[1:]]
+        print(f"[publish] python {command[0]} {' '.join(args)}", flush=True)
+        subprocess.run(
+            [sys.executable, str(registry.REPO_ROOT / command[0]), *args], check=True, cwd=registry.REPO_ROOT
+        )
 
 
 def take_data_root(args: list[str]) -> list[str]:

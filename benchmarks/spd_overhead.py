@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import time_call, trainer_step_seconds  # noqa: E402
 from datamodules.multiview import MultiViewDataModule, write_teacher_features  # noqa: E402
-from modules.ego_proxies import SPD, FeatureDistill, ViewNet, export_proxy_outputs  # noqa: E402
+from modules.ego_proxies import SPD, FeatureDistill, ViewNet, proxy_outputs  # noqa: E402
+from zoo.outputs import write_outputs  # noqa: E402
 
 
 def main() -> None:
@@ -56,9 +57,13 @@ def main() -> None:
         proxies = {name: student().to(args.device).eval() for name in names}
         loader = dm.full_train_dataloader()
         batches = [{"x": b["x"].to(args.device), "index": b["index"]} for b in loader]
-        export = time_call(
-            lambda: export_proxy_outputs(proxies, batches, f"{tmp}/proxy_outputs.safetensors"), args.device, 3
-        )
+
+        def export_outputs() -> None:
+            named, rows = proxy_outputs(proxies, batches)
+            ids = [base.ids[r] for r in rows]
+            write_outputs(f"{tmp}/proxy_outputs.safetensors", named, ids, "benchmark proxies", "0" * 64)
+
+        export = time_call(export_outputs, args.device, 3)
         ce = trainer_step_seconds(FeatureDistill(student()), dm, args.steps, args.device)
         naive = trainer_step_seconds(
             FeatureDistill(student(), teachers=dict.fromkeys(names, 128)), dm, args.steps, args.device

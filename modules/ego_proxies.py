@@ -4,7 +4,7 @@ Follows Wenhao-Chi/UNIEGO (``tools/train_proxy.py``, ``tools/merging_models.py``
 ``tools/train_proxy_gen2.py``). The deployed student sees one weak view; K teachers saw other
 views. Stage 1 trains one *proxy* per teacher on the student's view (CE + 1.0 * masked
 ``1 - cos(P_k c, f_k)``; ``FeatureDistill`` with one teacher), all from one shared CE-trained init.
-Their CLS features and logits on every training sample are exported (``export_proxy_outputs``). A
+Their CLS features and logits on every training sample are a teacher-outputs entry (``proxy_outputs``). A
 *learned soup* (``learned_soup``: softmax-weighted average of the proxies' parameters, only the K
 mixing weights optimised for CE with ``functional_call``; projection heads excluded) initialises the
 student. Stage 2, ``SPD``, distils each sample only from proxies that are correct, more confident
@@ -16,22 +16,20 @@ with every teacher's features directly).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from safetensors.torch import load_file, save
 from torch import Tensor, nn
 from torch.func import functional_call
 from torchmetrics import Accuracy, MetricCollection
 
 from modules.core import DistillModule, TeacherSet, cosine_distance, kd_kl, masked_mean
 from modules.nets.vit import FrameViT
+from zoo import store
 from zoo.specs import exportable
 
 
@@ -192,12 +190,10 @@ class FeatureDistill(_Classifier):
 
 # ----- proxies: export and learned soup ------------------------------------------------------------
 @torch.no_grad()
-def export_proxy_outputs(proxies: dict[str, ViewNet], loader, path: str | Path) -> Path:
-    """Every proxy's feature ``c`` and logits on every training sample, in the loader's (fixed) order,
-    as safetensors: ``features`` [K, N, d], ``logits`` [K, N, C], ``index`` [N] (dataset rows);
-    metadata ``names`` (the proxies' order)."""
-    from zoo.files import atomic_write_bytes
-
+def proxy_outputs(proxies: dict[str, ViewNet], loader) -> tuple[dict[str, Tensor], list[int]]:
+    """Every proxy's feature ``c`` and logits on every sample of ``loader`` (in its fixed order): named
+    outputs ``features`` [N, K, d], ``logits`` [N, K, C], ``index`` [N] (dataset rows), proxies in the order
+    of ``proxies``, and the dataset rows, for a teacher-outputs entry (``zoo.export.export_outputs``)."""
     feats, logits, index = {k: [] for k in proxies}, {k: [] for k in proxies}, []
     for net in proxies.values():
         net.eval()
@@ -207,14 +203,13 @@ def export_proxy_outputs(proxies: dict[str, ViewNet], loader, path: str | Path) 
             c, z = net.both(batch["x"])
             feats[k].append(c)
             logits[k].append(z)
-    tensors = {
-        "features": torch.stack([torch.cat(feats[k]) for k in proxies]).float().contiguous(),
-        "logits": torch.stack([torch.cat(logits[k]) for k in proxies]).float().contiguous(),
-        "index": torch.cat(index).long().contiguous(),
+    rows = torch.cat(index).long()
+    named = {
+        "features": torch.stack([torch.cat(feats[k]) for k in proxies], dim=1).float(),
+        "logits": torch.stack([torch.cat(logits[k]) for k in proxies], dim=1).float(),
+        "index": rows,
     }
-    path = Path(path)
-    atomic_write_bytes(path, save(tensors, metadata={"names": json.dumps(list(proxies))}))
-    return path
+    return named, rows.tolist()
 
 
 def _check_same_architecture(proxies: Sequence[nn.Module]) -> None:
@@ -301,17 +296,27 @@ class SPD(_Classifier):
             raise ValueError(f"unknown selection {selection!r}; expected spd, random or uniform")
         self.selection, self.top_k, self.ce_floor, self.temperature = selection, top_k, ce_floor, temperature
         self.conflict_every = conflict_every
-        outputs = load_file(str(proxy_outputs))
+        found = store.read_outputs(proxy_outputs)  # sha256-checked; records which proxies and samples made it
+        outputs = found.outputs
         missing = {"features", "logits", "index"} - set(outputs)
         if missing:
-            raise ValueError(f"{proxy_outputs} is not a proxy-outputs file: it lacks {sorted(missing)}")
+            raise ValueError(f"{proxy_outputs} holds no proxy outputs: it lacks {sorted(missing)}")
+        self.proxy_ids = found
         rows = torch.full((int(outputs["index"].max()) + 1,), -1, dtype=torch.long)
         rows[outputs["index"]] = torch.arange(len(outputs["index"]))
         self.register_buffer("row_of", rows, persistent=False)
-        self.register_buffer("proxy_features", outputs["features"], persistent=False)
-        self.register_buffer("proxy_logits", outputs["logits"], persistent=False)
+        # stored [N, K, ...] (one row per sample); used [K, N, ...]
+        self.register_buffer("proxy_features", outputs["features"].transpose(0, 1).contiguous(), persistent=False)
+        self.register_buffer("proxy_logits", outputs["logits"].transpose(0, 1).contiguous(), persistent=False)
         self._setup_metrics()
         self.projectors["q"] = nn.Linear(self.student.feature_dim, outputs["features"].shape[-1])
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and getattr(datamodule, "ids", None):  # the proxies' samples must be these
+            train = [datamodule.ids[i] for i in datamodule.split_index["train"].tolist()]
+            self.proxy_ids.rows(train)  # refuses other samples, naming both sample hashes
 
     def proxy_rows(self, index: Tensor) -> Tensor:
         if index.max() >= len(self.row_of) or (rows := self.row_of[index]).min() < 0:

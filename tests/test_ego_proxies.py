@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules.ego_proxies import SPD, FeatureDistill, ViewNet, export_proxy_outputs, learned_soup, select_proxies
+from modules.ego_proxies import SPD, FeatureDistill, ViewNet, learned_soup, proxy_outputs, select_proxies
+from zoo.outputs import write_outputs
 
 
 def test_selection_keeps_correct_more_confident_proxies_under_the_floor():
@@ -50,7 +51,8 @@ def test_learned_soup_blends_parameters_and_learns_its_weights():
 def test_spd_distils_only_covered_samples_from_exported_proxies(tmp_path):
     torch.manual_seed(0)
     proxies = {"a": ViewNet((1, 8, 6), 2, hidden=16), "b": ViewNet((1, 8, 6), 2, hidden=16)}
-    path = export_proxy_outputs(proxies, _batches(), tmp_path / "proxies.safetensors")
+    named, rows = proxy_outputs(proxies, _batches())
+    path = write_outputs(tmp_path / "proxies.safetensors", named, [f"s{r}" for r in rows], "proxies a, b", "0" * 64)
     spd = SPD(str(path), student=ViewNet((1, 8, 6), 2, hidden=16))
     assert spd.proxy_features.shape == (2, 32, 16) and spd.proxy_logits.shape == (2, 32, 2)
     batch = _batches()[1]

@@ -27,7 +27,6 @@ from zoo.units import hu_window, mu_to_hu  # noqa: E402
 needs = {
     "planetoid": pytest.mark.skipif(not (SHARED_DATA / "planetoid").is_dir(), reason="needs Cora (data:planetoid)"),
     "librispeech": pytest.mark.skipif(not (SHARED_DATA / "librispeech").is_dir(), reason="needs data:librispeech"),
-    "tu": pytest.mark.skipif(not (SHARED_DATA / "tu").is_dir(), reason="needs data:tu"),
 }
 
 
@@ -71,6 +70,42 @@ def uci_accuracy() -> float:
     return 100 * float((logits.argmax(-1) == torch.as_tensor(y)[test]).float().mean())
 
 
+def uci_view_accuracy(name: str, view: str) -> float:
+    """A UNIEGO view teacher on its view as the datamodule standardises it ([B, width]): test accuracy (%)."""
+    from datamodules.multiview import MultiViewDataModule
+
+    dm = MultiViewDataModule(dataset="uci", input_views=[view])
+    dm.setup()
+    x = dm.views[view]
+    zoo.get(name).meta.input.check(x, f"the {view!r} view")
+    test = dm.split_index["test"]
+    with torch.no_grad():
+        logits = zoo.load(name)(x[test])
+    return 100 * float((logits.argmax(-1) == dm.y[test]).float().mean())
+
+
+def uci_pixel_contract(name: str) -> None:
+    """A UNIEGO pixel-view network (init, proxy, soup) takes the raw UCI pixel view (values 0-6)."""
+    from datamodules.multiview.mfeat import PIX_SHAPE, read_uci_mfeat
+
+    x = torch.from_numpy(read_uci_mfeat()[0]["pix"]).float().reshape(-1, *PIX_SHAPE)
+    zoo.get(name).meta.input.check(x, "the UCI pixel view")
+    with torch.no_grad():
+        assert zoo.load(name)(x[:8]).shape == (8, 10)
+
+
+def uci_outputs_contract(name: str, train_only: bool) -> None:
+    """A UNIEGO teacher-outputs entry serves rows for the datamodule's sample ids, shaped as its block says."""
+    from datamodules.multiview import MultiViewDataModule
+    from zoo import store
+
+    dm = MultiViewDataModule(dataset="uci")
+    dm.setup()
+    ids = [dm.ids[i] for i in dm.split_index["train"].tolist()] if train_only else dm.ids
+    found = store.read_outputs(f"zoo:{name}", ids)
+    zoo.get(name).meta.input.check(found.outputs["features"], f"{name}: features")
+
+
 def gloredi_psnr() -> float:
     """PSNR (official HU window) of the GloReDi student given the 18-view FBP of the test phantoms in HU."""
     from torchmetrics.image import PeakSignalNoiseRatio
@@ -106,13 +141,19 @@ def codec_contract(name: str) -> None:
 
 
 def distilled_graphs_contract(name: str, dataset: str) -> None:
-    """A distilled graph set has the node features of the TUDataset it stands in for."""
+    """A distilled graph set has the node features of the TUDataset it stands in for, and the size its card
+    states (graphs and bytes, the compression the card reports)."""
     from datamodules.graphs import TUDataModule
+    from zoo.datasets import tensor_bytes
 
     meta = zoo.get(name).meta
     graphs = zoo.load(name)
     for g in graphs:
         meta.input.check(g.x, f"{name}: a distilled graph's features")
+    assert len(graphs) == meta.distilled_set["train_graphs"]
+    assert tensor_bytes(graphs) == meta.distilled_set["train_bytes"]
+    if not (SHARED_DATA / "tu").is_dir():
+        return  # the reader's side needs the TU files (not in CI); the stored side is checked above
     reader = TUDataModule(root="data:tu", name=dataset)
     reader.setup()
     real = reader.train_set[0].x
@@ -131,10 +172,21 @@ CHECKS: dict[str, tuple[Callable[[], float | None], list]] = {
     "distilcodec-librispeech": (lambda: codec_contract("distilcodec-librispeech"), [needs["librispeech"]]),
     "codec-teacher-librispeech": (lambda: codec_contract("codec-teacher-librispeech"), [needs["librispeech"]]),
     "codec-teacher-librispeech-r1": (lambda: codec_contract("codec-teacher-librispeech-r1"), [needs["librispeech"]]),
-    "mirage-mutag": (lambda: distilled_graphs_contract("mirage-mutag", "MUTAG"), [needs["tu"]]),
-    "mirage-nci1": (lambda: distilled_graphs_contract("mirage-nci1", "NCI1"), [needs["tu"]]),
-    "mirage-imdb-binary": (lambda: distilled_graphs_contract("mirage-imdb-binary", "IMDB-BINARY"), [needs["tu"]]),
+    "mirage-mutag": (lambda: distilled_graphs_contract("mirage-mutag", "MUTAG"), []),
+    "mirage-nci1": (lambda: distilled_graphs_contract("mirage-nci1", "NCI1"), []),
+    "mirage-imdb-binary": (lambda: distilled_graphs_contract("mirage-imdb-binary", "IMDB-BINARY"), []),
+    "uniego-uci-init": (lambda: uci_pixel_contract("uniego-uci-init"), []),
+    "uniego-uci-soup": (lambda: uci_pixel_contract("uniego-uci-soup"), []),
+    "uniego-uci-uniform": (lambda: uci_pixel_contract("uniego-uci-uniform"), []),
+    "uniego-uci-proxy-outputs": (lambda: uci_outputs_contract("uniego-uci-proxy-outputs", train_only=True), []),
 }
+for _view in ("fou", "fac", "kar", "zer", "mor"):
+    CHECKS[f"uniego-uci-teacher-{_view}"] = (lambda v=_view: uci_view_accuracy(f"uniego-uci-teacher-{v}", v), [])
+    CHECKS[f"uniego-uci-features-{_view}"] = (
+        lambda v=_view: uci_outputs_contract(f"uniego-uci-features-{v}", False),
+        [],
+    )
+    CHECKS[f"uniego-uci-proxy-{_view}"] = (lambda v=_view: uci_pixel_contract(f"uniego-uci-proxy-{v}"), [])
 
 
 def test_every_published_entry_has_a_contract_check():

@@ -25,7 +25,26 @@ PINNED = {
     "mirage-imdb-binary": "c9dfa7b8ef044ab0",
     "mirage-mutag": "aac3ad27ef970215",
     "mirage-nci1": "198f9c7210b07ecb",
-    "uniego-uci-mfeat": "911f6ed4522d3ef6",  # input contract: takes raw pix 0-6, divides by 6 inside
+    "uniego-uci-features-fac": "0feeb647fea655f6",
+    "uniego-uci-features-fou": "843fb151d5f4f08b",
+    "uniego-uci-features-kar": "c184e125c37dc352",
+    "uniego-uci-features-mor": "56d8dd473c68a12f",
+    "uniego-uci-features-zer": "9a907cfdf3c6618e",
+    "uniego-uci-init": "2065f47d10766d6c",
+    "uniego-uci-mfeat": "d2a3f9584e98b7f9",  # republished from the zoo artefacts: the seed-0 SPD-from-soup run
+    "uniego-uci-proxy-fac": "eed08a719cce2c6f",
+    "uniego-uci-proxy-fou": "44c4593317b91652",
+    "uniego-uci-proxy-kar": "6a18b28370c8f3d9",
+    "uniego-uci-proxy-mor": "8495eadd14020b00",
+    "uniego-uci-proxy-outputs": "7642e5deb3712cbe",
+    "uniego-uci-proxy-zer": "75e60ad2a4c9dff1",
+    "uniego-uci-soup": "eb37c49985cec884",
+    "uniego-uci-teacher-fac": "c473215a19da09a0",
+    "uniego-uci-teacher-fou": "11184488a9b3f7ae",
+    "uniego-uci-teacher-kar": "6a1597d468b3a374",
+    "uniego-uci-teacher-mor": "8c369bfd60bb8eb1",
+    "uniego-uci-teacher-zer": "92fdf5783b064c9f",
+    "uniego-uci-uniform": "98e25a50714308dd",
 }
 
 
@@ -42,6 +61,8 @@ def entry_output(name: str) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     if zoo.get(name).kind == "dataset":
         return torch.cat([torch.cat([d.x.flatten().float(), d.edge_index.flatten().float()]) for d in loaded])
+    if zoo.get(name).kind == "teacher-outputs":
+        return torch.cat([loaded.outputs[k].flatten().float() for k in sorted(loaded.outputs)])
     cls = type(loaded).__name__
     with torch.no_grad():
         if cls == "Codec":

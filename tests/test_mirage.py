@@ -114,8 +114,12 @@ def test_distilled_set_round_trips_through_the_zoo(scratch_zoo):
 
     dm = MirageDataModule(synthetic=SMALL, miner=MirageMiner(depth=1, support=0.3, drop_shared=True))
     dm.setup()
-    export.export_graphs(
-        dm.train_set, "mirage-toy", {"method": "Mirage", "task": "graph-classification"}, scratch_zoo["weights"]
+    export.export_dataset(
+        dm.train_set,
+        "mirage-toy",
+        {"method": "Mirage", "task": "graph-classification"},
+        "datamodules.graphs.stored.GraphSet",
+        scratch_zoo["weights"],
     )
     again = MirageDataModule(synthetic=SMALL, distilled="zoo:mirage-toy")
     again.setup()

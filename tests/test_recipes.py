@@ -14,11 +14,11 @@ import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "recipes").glob("*/*.yaml"))
-# Recipes that read artefacts a pipeline script writes to runs/ (issue 16 turns them into zoo entries).
-NEEDS_RUNS = {"recipes/uniego/ce.yaml", "recipes/uniego/naive.yaml", "recipes/uniego/spd.yaml"}
 # Recipes whose zoo teacher exists only at a scale an overlay sets: DMS inherits the teacher's encoder and
 # generator, so the student must have the published teacher's (CPU-scale) shape.
 COMPANIONS = {"recipes/codec/distill.yaml": ["recipes/codec/cpu.yaml"]}
+# Recipes layered on another that carries the trainer and data (--config ce.yaml --config spd.yaml).
+BASES = {"recipes/uniego/naive.yaml": ["recipes/uniego/ce.yaml"], "recipes/uniego/spd.yaml": ["recipes/uniego/ce.yaml"]}
 
 
 def is_overlay(recipe: str) -> bool:
@@ -40,9 +40,9 @@ def build(configs: list[str], args: list[str] = ()) -> cli.DistillCLI:
 def recipe_cases() -> list:
     cases = []
     for recipe in RECIPES:
-        configs = [overlay_base(recipe), recipe] if is_overlay(recipe) else [recipe, *COMPANIONS.get(recipe, [])]
-        marks = [pytest.mark.skip(reason="reads runs/uniego artefacts (issue 16)")] if recipe in NEEDS_RUNS else []
-        cases.append(pytest.param(configs, id=recipe, marks=marks))
+        layered = [*BASES.get(recipe, []), recipe, *COMPANIONS.get(recipe, [])]
+        configs = [overlay_base(recipe), recipe] if is_overlay(recipe) else layered
+        cases.append(pytest.param(configs, id=recipe))
     return cases
 
 
@@ -51,9 +51,7 @@ def arm_cases() -> list:
     for name in zoo.list():
         evidence = zoo.get(name).meta.evidence
         for arm in evidence.arms if evidence else []:
-            needs_runs = NEEDS_RUNS & set(arm.config)
-            marks = [pytest.mark.skip(reason="reads runs/ artefacts (issue 16)")] if needs_runs else []
-            cases.append(pytest.param(arm, id=f"{name}: {arm.arm}", marks=marks))
+            cases.append(pytest.param(arm, id=f"{name}: {arm.arm}"))
     return cases
 
 

@@ -17,6 +17,7 @@ from modules.core import Teacher
 from zoo import cards, export, registry, store
 
 META = {"method": "Toy", "task": "classification"}
+GRAPHSET = "datamodules.graphs.stored.GraphSet"
 
 
 @pytest.fixture
@@ -200,8 +201,8 @@ def test_dataset_entry_round_trips_as_a_pyg_dataset(scratch_zoo):
             y=torch.tensor([0]),
         ),
     ]
-    path = export.export_graphs(
-        graphs, "toy-graphs", {"method": "Mirage", "task": "graph-classification"}, scratch_zoo["weights"]
+    path = export.export_dataset(
+        graphs, "toy-graphs", {"method": "Mirage", "task": "graph-classification"}, GRAPHSET, scratch_zoo["weights"]
     )
     assert zoo.get("toy-graphs").kind == "dataset"
     loaded = zoo.load("toy-graphs")
@@ -209,7 +210,7 @@ def test_dataset_entry_round_trips_as_a_pyg_dataset(scratch_zoo):
     for original, back in zip(graphs, loaded):
         for key in ("x", "edge_index", "root_mask", "y"):
             assert torch.equal(original[key], back[key]), key
-    again = export.export_graphs(graphs, "toy-graphs", {}, scratch_zoo["weights"], overwrite=True)
+    again = export.export_dataset(graphs, "toy-graphs", {}, GRAPHSET, scratch_zoo["weights"], overwrite=True)
     assert again == path  # deterministic bytes
 
 
@@ -289,6 +290,9 @@ def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo)
     FAKE_CALLS.clear()
     evidence.run("gcn-csbm", seeds=3, fit=fake_fit)
     assert FAKE_CALLS == [("distilled", 0), ("distilled", 1), ("distilled", 2)]
+    FAKE_CALLS.clear()  # --rows-only fits nothing: the rows hold the seeds recorded so far
+    rows = evidence.run("gcn-csbm", seeds=4, fit=fake_fit, rows_only=True)["rows"]
+    assert FAKE_CALLS == [] and [r["n"] for r in rows] == [3, 3]
     FAKE_CALLS.clear()  # --fresh reruns the named arm's recorded runs (after a code change), and only those
     evidence.run("gcn-csbm", seeds=3, fit=fake_fit, only=["baseline"], fresh=True)
     assert FAKE_CALLS == [("baseline", 0), ("baseline", 1), ("baseline", 2)]
@@ -381,8 +385,13 @@ def test_invalid_graph_data_is_refused_where_it_enters(scratch_zoo):
         (nan, r"graph 1 has 1 non-finite value\(s\) in x"),
         (far, r"graph 1 has edge indices in \[0, 7\] but 2 nodes"),
     ):
-        export.export_graphs(
-            [good, bad], "bad-graphs", {"method": "Toy", "task": "t"}, scratch_zoo["weights"], overwrite=True
+        export.export_dataset(
+            [good, bad],
+            "bad-graphs",
+            {"method": "Toy", "task": "t"},
+            GRAPHSET,
+            scratch_zoo["weights"],
+            overwrite=True,
         )
         with pytest.raises(ValueError, match=message):
             zoo.load("bad-graphs")
@@ -611,3 +620,22 @@ def test_a_publish_figure_must_be_a_project_script():
     for bad in (["sh", "-c", "touch PWNED"], ["scripts/../../x.py"], ["/usr/bin/python"]):
         with pytest.raises(schema.SchemaError, match=r"publish.figures\[0\]: expected \[scripts/NAME.py, args...\]"):
             schema.parse(dict(raw, publish={"fit": {"config": []}, "figures": [bad]}))
+
+
+def test_a_dataset_entry_loads_only_through_an_allow_listed_loader(scratch_zoo):
+    """A dataset entry names its loader class; a class outside the data packages is refused before anything is
+    imported, and one inside them must be a @stored_dataset."""
+    from torch_geometric.data import Data
+
+    graphs = [Data(x=torch.eye(2), edge_index=torch.tensor([[0], [1]]), y=torch.tensor([0]))]
+    export.export_dataset(graphs, "toy-graphs", META, GRAPHSET, scratch_zoo["weights"])
+    raw = registry.get("toy-graphs").raw
+    for loader, message in (("os.system", "only @stored_dataset classes of datamodules"),
+                            ("datamodules.graphs.tu.TUDataModule", "it is not a @stored_dataset")):  # fmt: skip
+        raw["loader"] = loader
+        registry.write_entry(raw, registry.entries_dir())
+        with pytest.raises(PermissionError, match=message):
+            zoo.load("toy-graphs")
+    raw.pop("loader")
+    with pytest.raises(ValueError, match="a dataset entry names its @stored_dataset class"):
+        registry.write_entry(raw, registry.entries_dir())

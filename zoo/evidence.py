@@ -164,6 +164,7 @@ def run(
     keep: Path | None = None,
     command: str | None = None,
     fresh: bool = False,
+    rows_only: bool = False,
 ) -> dict[str, Any]:
     """Run the arms of entry ``name`` (all, or those named in ``only``) and update its results.
 
@@ -171,7 +172,8 @@ def run(
     the row's ``metrics`` mapping when every run of the arm logged it. ``jobs`` > 1 runs arm x seed fits
     in that many spawned processes (``fit`` must then be a module-level function); the rows are the same
     as with ``jobs=1``. ``keep`` keeps each arm's seed-0 checkpoint. Runs already recorded for an
-    unchanged arm are not rerun (see the module docstring) unless ``fresh``.
+    unchanged arm are not rerun (see the module docstring) unless ``fresh``. ``rows_only`` fits nothing: the
+    rows and gates are rebuilt from the runs recorded so far (partial rows say how many seeds they hold).
     """
     entry = registry.get(name)
     spec = entry.meta.evidence
@@ -193,6 +195,8 @@ def run(
             recorded.pop(arm.arm, None)
     done = {(arm, r["seed"]) for arm, rs in recorded.items() for r in rs}
     todo = [(arm, seed) for arm in arms for seed in range(seeds) if (arm.arm, seed) not in done]
+    if rows_only:
+        todo = []
     if done and todo:
         print(f"[evidence] {name}: {len(done)} run(s) already recorded, {len(todo)} to go", flush=True)
 

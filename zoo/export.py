@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import save
 
-from zoo import files, registry, store
+from zoo import files, registry, specs, store
 
 
 def _rel(path: Path) -> str:
@@ -175,23 +175,25 @@ def export(
     return publish(name, tensors, fields, metadata, weights_dir, entries_dir, overwrite)
 
 
-def export_graphs(
-    graphs: list,
+def export_dataset(
+    items: list,
     name: str,
     meta: dict[str, Any],
+    loader: str,
     weights_dir: Path | None = None,
     entries_dir: Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Publish a distilled graph dataset (a list of PyG ``Data``) as a ``kind: dataset`` entry."""
-    from zoo.datasets import graphs_to_tensors
-
-    fields = dict(meta, kind="dataset")
-    return publish(name, graphs_to_tensors(graphs), fields, None, weights_dir, entries_dir, overwrite)
+    """Publish a dataset (e.g. a distilled set of PyG graphs) as a ``kind: dataset`` entry whose tensors the
+    ``@stored_dataset`` class ``loader`` (a class path, e.g. ``datamodules.graphs.stored.GraphSet``) writes
+    and reads back; the entry names it, so the zoo itself knows no field."""
+    tensors = specs.resolve_loader(loader).to_tensors(items)
+    fields = dict(meta, kind="dataset", loader=loader)
+    return publish(name, tensors, fields, None, weights_dir, entries_dir, overwrite)
 
 
 def export_outputs(
-    outputs: torch.Tensor,
+    outputs: dict[str, torch.Tensor],
     ids: list[str],
     teacher: str,
     teacher_sha256: str,
@@ -201,7 +203,7 @@ def export_outputs(
     entries_dir: Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Publish one teacher's precomputed outputs for samples ``ids`` as a ``kind: teacher-outputs`` entry."""
+    """Publish one teacher's precomputed named outputs for samples ``ids`` as a ``kind: teacher-outputs`` entry."""
     from zoo.outputs import to_tensors
 
     tensors, metadata = to_tensors(outputs, ids, teacher, teacher_sha256)

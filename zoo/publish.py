@@ -59,6 +59,8 @@ def publish(
     plan = entry.meta.publish
     if plan is None:
         raise ValueError(f"zoo entry {name!r} has no publish block: it is not rebuilt by zoo publish")
+    if plan.script is not None:
+        raise ValueError(f"zoo entry {name!r} is published by {' '.join(plan.script)} (cli.py zoo publish runs it)")
     keep = keep or keep_dir(name)
     if plan.fit is not None:
         arm = schema.Arm(arm=name, config=plan.fit.config, args=plan.fit.args)
@@ -74,6 +76,7 @@ def publish(
         datamodule = build_data(schema.Fit(config=arm.config, args=arm.args))
         datamodule.setup("fit")
         stats = {k: round(v, 5) if isinstance(v, float) else v for k, v in getattr(datamodule, "stats", {}).items()}
-        return export.export_graphs(datamodule.train_set, name, {"distilled_set": stats}, overwrite=True)
+        fields = {"distilled_set": stats}
+        return export.export_dataset(datamodule.train_set, name, fields, entry.meta.loader, overwrite=True)
     seed0 = next((r["test"] for r in results.get("runs", {}).get(arm.arm, []) if r["seed"] == 0), None)
     return export.export(_checkpoint(arm, fit, keep, seed0), name, overwrite=True)

@@ -282,11 +282,14 @@ class Publish:
     """How ``zoo publish NAME`` rebuilds the entry. ``arm``: run the evidence (``seeds`` seeds, resumable)
     and publish that arm's seed-0 fit (a model entry's weights) or that arm's training data (a ``dataset``
     entry's distilled set). ``fit``: one fit at seed 0 (a teacher, which has no evidence of its own).
-    ``figures``: scripts under ``scripts/`` with their arguments, run afterwards; ``{keep}`` is the folder
-    of the kept seed-0 checkpoints, ``{name}`` the entry."""
+    ``script``: a project script (``scripts/NAME.py`` and its arguments) that computes and publishes the
+    entry from other entries (precomputed teacher outputs, a soup of networks). ``figures``: scripts under
+    ``scripts/`` with their arguments, run afterwards; ``{keep}`` is the folder of the kept seed-0
+    checkpoints, ``{name}`` the entry."""
 
     arm: str | None = None
     fit: Fit | None = None
+    script: list[str] | None = None
     seeds: int = 3
     figures: list[list[str]] = _many(list)
 
@@ -309,6 +312,7 @@ class Metafile:
     task: str = ""
     weights: WeightsRef | None = None
     kind: Literal["model", "dataset", "teacher-outputs"] = "model"
+    loader: str | None = None  # a dataset entry's @stored_dataset class (e.g. datamodules.graphs.stored.GraphSet)
     paper: Paper | None = None
     summary: str | None = None
     recipe: str | None = None
@@ -433,15 +437,17 @@ def parse(raw: Any) -> Metafile:
     if missing:
         raise SchemaError(f"lacks required field(s): {', '.join(missing)}")
     meta = _build(Metafile, raw, "")
+    if (meta.kind == "dataset") != (meta.loader is not None):
+        raise SchemaError("loader: a dataset entry names its @stored_dataset class, and only a dataset entry has one")
     plan = meta.publish
     if plan is not None:
-        if (plan.arm is None) == (plan.fit is None):
-            raise SchemaError("publish: give exactly one of arm (an evidence arm) or fit (one fit at seed 0)")
+        if sum(x is not None for x in (plan.arm, plan.fit, plan.script)) != 1:
+            raise SchemaError("publish: give exactly one of arm (an evidence arm), fit (one fit at seed 0) or script")
         if plan.arm is not None and (meta.evidence is None or plan.arm not in [a.arm for a in meta.evidence.arms]):
             arms = [a.arm for a in meta.evidence.arms] if meta.evidence else []
             raise SchemaError(f"publish.arm: {plan.arm!r} is not one of the evidence arms {arms}")
-        for i, figure in enumerate(plan.figures):
-            script = figure[0] if figure else ""
-            if not re.fullmatch(r"scripts/[A-Za-z0-9_]+\.py", script):
-                raise SchemaError(f"publish.figures[{i}]: expected [scripts/NAME.py, args...], got {figure!r}")
+        commands = [(f"publish.figures[{i}]", f) for i, f in enumerate(plan.figures)]
+        for where, command in commands + ([("publish.script", plan.script)] if plan.script is not None else []):
+            if not command or not re.fullmatch(r"scripts/[A-Za-z0-9_]+\.py", command[0]):
+                raise SchemaError(f"{where}: expected [scripts/NAME.py, args...], got {command!r}")
     return meta

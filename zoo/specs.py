@@ -96,24 +96,51 @@ def module_spec(module: nn.Module) -> dict[str, Any]:
     return {"class_path": class_path(type(module)), "init_args": dict(module.init_args)}
 
 
-def resolve_class(path: str) -> type[nn.Module]:
-    """The registered class at ``path``; a path outside the trusted packages is refused before import."""
-    if not isinstance(path, str) or path.split(".", 1)[0] not in TRUSTED_PACKAGES or "." not in path:
-        raise PermissionError(
-            f"refusing to build {path!r}: only classes of the project's own packages "
-            f"({', '.join(TRUSTED_PACKAGES)}) marked @exportable can be built from a spec"
-        )
-    module_name = path.rpartition(".")[0]
-    if path not in REGISTRY:
+def _allow_listed(path: Any, registry: dict[str, type], packages: tuple[str, ...], doing: str, outside: str,
+                  unmarked: str) -> type:  # fmt: skip
+    """The class registered at ``path``, importing its module only when ``path`` lies in ``packages``."""
+    if not isinstance(path, str) or path.split(".", 1)[0] not in packages or "." not in path:
+        raise PermissionError(f"refusing to {doing} {path!r}: {outside}")
+    if path not in registry:
+        module_name = path.rpartition(".")[0]
         try:
             importlib.import_module(module_name)
         except ImportError as err:
-            raise ImportError(f"cannot import {module_name!r} for spec class {path!r}: {err}") from err
-    if path not in REGISTRY:
-        close = difflib.get_close_matches(path, list(REGISTRY), n=3)
+            raise ImportError(f"cannot import {module_name!r} to {doing} {path!r}: {err}") from err
+    if path not in registry:
+        close = difflib.get_close_matches(path, list(registry), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise PermissionError(f"refusing to build {path!r}: it is not an @exportable network{hint}")
-    return REGISTRY[path]
+        raise PermissionError(f"refusing to {doing} {path!r}: {unmarked}{hint}")
+    return registry[path]
+
+
+def resolve_class(path: str) -> type[nn.Module]:
+    """The registered class at ``path``; a path outside the trusted packages is refused before import."""
+    outside = (f"only classes of the project's own packages ({', '.join(TRUSTED_PACKAGES)}) marked @exportable "
+               "can be built from a spec")  # fmt: skip
+    return _allow_listed(path, REGISTRY, TRUSTED_PACKAGES, "build", outside, "it is not an @exportable network")
+
+
+# ----- stored datasets: the loaders of ``kind: dataset`` entries, allow-listed the same way ----------------
+LOADER_PACKAGES = ("datamodules",)
+LOADERS: dict[str, type] = {}
+
+
+def stored_dataset(cls: type) -> type:
+    """Class decorator: ``cls`` turns a dataset entry's tensors into a dataset (``cls.from_tensors``) and back
+    (``cls.to_tensors(items)``), and the zoo may load entries that name it (the zoo itself knows no field)."""
+    for method in ("from_tensors", "to_tensors"):
+        if not callable(getattr(cls, method, None)):
+            raise TypeError(f"@stored_dataset needs classmethods from_tensors and to_tensors; {cls!r} lacks {method}")
+    LOADERS[class_path(cls)] = cls
+    return cls
+
+
+def resolve_loader(path: str) -> type:
+    """The registered dataset loader at ``path``; a path outside the project's data packages is refused before
+    anything is imported, one inside them must carry ``@stored_dataset``."""
+    outside = f"only @stored_dataset classes of {', '.join(LOADER_PACKAGES)} load dataset entries"
+    return _allow_listed(path, LOADERS, LOADER_PACKAGES, "load a dataset with", outside, "it is not a @stored_dataset")
 
 
 def _fits(value: Any, hint: Any) -> bool:

@@ -8,6 +8,7 @@ and are verified before use, so a pre-filled cache works offline.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -240,14 +241,12 @@ def check_entry(entry: registry.Entry) -> Path:
 
 def load(source: str) -> Any:
     """Build the network a weights source describes, load its weights and return it in eval mode;
-    for a ``kind: dataset`` zoo entry, return the stored graphs as a torch-geometric dataset, and for a
+    for a ``kind: dataset`` zoo entry, the dataset its ``loader`` class builds from the tensors, and for a
     ``kind: teacher-outputs`` entry its :class:`zoo.outputs.TeacherOutputs`."""
     weights = resolve(source)
     kind = registry.get(source[4:]).kind if source.startswith("zoo:") else "model"
-    if kind == "dataset":
-        from zoo.datasets import GraphSet
-
-        return GraphSet.from_tensors(weights.tensors)
+    if kind == "dataset":  # the entry names its loader, allow-listed as networks are
+        return specs.resolve_loader(registry.get(source[4:]).meta.loader).from_tensors(weights.tensors)
     if kind == "teacher-outputs":
         return outputs.from_tensors(weights.tensors, read_safetensors(weights.path)[1], source)
     spec = weights.spec
@@ -296,9 +295,12 @@ class FiniteInputCheck:
                 )
 
 
-def read_outputs(source: str, ids: Sequence[str] | None = None, teacher_sha256: str | None = None) -> torch.Tensor:
-    """The teacher outputs (:mod:`zoo.outputs`) of ``source`` (``zoo:NAME`` or a path) for ``ids`` (all rows when
-    ``None``); with ``teacher_sha256``, a file made by another teacher is refused naming both hashes."""
+def read_outputs(
+    source: str, ids: Sequence[str] | None = None, teacher_sha256: str | None = None
+) -> outputs.TeacherOutputs:
+    """The teacher outputs (:mod:`zoo.outputs`) of ``source`` (``zoo:NAME`` or a path), verified, restricted
+    to ``ids`` in that order when given; with ``teacher_sha256``, a file made by another teacher is refused
+    naming both hashes."""
     weights = resolve(source)  # verified against the entry's sha256 before a byte is parsed
     _, metadata = read_safetensors(weights.path)
     found = outputs.from_tensors(weights.tensors, metadata, source)
@@ -307,4 +309,6 @@ def read_outputs(source: str, ids: Sequence[str] | None = None, teacher_sha256: 
             f"{source} holds the outputs of another teacher: made by {found.teacher} (sha256 {found.teacher_sha256}), "
             f"expected sha256 {teacher_sha256}"
         )
-    return found.outputs if ids is None else found.rows(ids)
+    if ids is None:
+        return found
+    return dataclasses.replace(found, outputs=found.rows(ids), ids=list(ids), samples_sha256=outputs.ids_sha256(ids))

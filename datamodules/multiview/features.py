@@ -37,9 +37,14 @@ def write_teacher_features(path: str | Path, features: Tensor, ids: Sequence[str
 
 def read_teacher_features(path: str | Path, ids: Sequence[str]) -> Tensor:
     """Read a file of :func:`write_teacher_features` as float32 [N, d], checking that its ids are ``ids`` in
-    order (ValueError naming the file and the first mismatching row, or the two row counts)."""
+    order (ValueError naming the file and the first mismatching row, or the two row counts); ``zoo:NAME``
+    reads the ``features`` of a teacher-outputs entry for ``ids`` (other samples are refused by hash)."""
     from safetensors import SafetensorError, safe_open
 
+    if str(path).startswith("zoo:"):  # a teacher-outputs entry: verified, rows served by sample id
+        from zoo import store
+
+        return store.read_outputs(str(path), ids).outputs["features"].float()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"teacher feature file {path} does not exist")

@@ -35,6 +35,7 @@ class _Samples(Dataset):
         j, dm = self.indices[i], self.dm
         x = dm.student_x[j] if dm.student_x is not None else read_student_input(dm.paths[j])
         item = {"x": x, "y": dm.y[j], "index": torch.tensor(j)}
+        item.update({name: dm.views[name][j] for name in dm.input_views})
         if dm.features:
             item["features"] = {k: f[j] for k, f in dm.features.items()}
             item["mask"] = {k: m[j] for k, m in dm.masks.items()}
@@ -71,7 +72,8 @@ class MultiViewDataModule(BaseDataModule):
     (:func:`write_teacher_features`) covering all N samples in ``ids`` order; all-zero rows are missing.
 
     Batches: ``{"x": [B, ...], "y": [B] int64, "index": [B] int64}`` plus, with teacher features,
-    ``"features": {name: [B, d]}`` and ``"mask": {name: [B] bool}`` (False = missing). After ``setup()``,
+    ``"features": {name: [B, d]}`` and ``"mask": {name: [B] bool}`` (False = missing), and each of
+    ``input_views`` under its own name (``{"fou": [B, 76]}``: how a view's teacher trains). After ``setup()``,
     ``stats`` holds ``{train,val,test}_samples``, ``classes``, ``student_shape``, ``view_widths``,
     ``feature_widths`` and ``missing_rows`` (teacher name -> all-zero rows).
     """
@@ -84,6 +86,7 @@ class MultiViewDataModule(BaseDataModule):
         dataset: Literal["uci", "generated"] = "uci",
         student_view: str = "pix",
         teacher_views: list[str] | None = None,
+        input_views: list[str] | None = None,
         split: tuple[float, float, float] = (0.6, 0.2, 0.2),
         batch_size: int = 64,
         seed: int = 0,
@@ -99,6 +102,7 @@ class MultiViewDataModule(BaseDataModule):
         self.save_hyperparameters()
         self.list_file, self.teacher_features = list_file, dict(teacher_features or {})
         self.dataset, self.student_view, self.teacher_views = dataset, student_view, teacher_views
+        self.input_views = list(input_views or [])  # teacher views put in every batch by name (to train a teacher)
         self.split, self.seed = tuple(split), seed
         self.y: Tensor | None = None
         self.student_x: Tensor | None = None
@@ -115,7 +119,7 @@ class MultiViewDataModule(BaseDataModule):
     def _load_builtin(self) -> None:
         raw, y = read_uci_mfeat(self.root) if self.dataset == "uci" else generated_multiview()
         names = self.teacher_views if self.teacher_views is not None else [v for v in raw if v != self.student_view]
-        unknown = sorted({self.student_view, *names} - set(raw))
+        unknown = sorted({self.student_view, *names, *self.input_views} - set(raw))
         if unknown:
             raise ValueError(f"unknown views {unknown} for dataset {self.dataset!r}; it has {sorted(raw)}")
         self.y = torch.from_numpy(y)
@@ -127,7 +131,7 @@ class MultiViewDataModule(BaseDataModule):
             mean, std = v[train].mean(0), v[train].std(0)
             return torch.from_numpy((v - mean) / np.where(std > 1e-8, std, 1.0)).float()
 
-        self.views = {name: standardise(raw[name]) for name in names}
+        self.views = {name: standardise(raw[name]) for name in {*names, *self.input_views}}
         if self.student_view == "pix":
             # as the reader returns it (0-6): the student network scales it (ViewNet input_max=6)
             self.student_x = torch.from_numpy(raw["pix"]).float().reshape(-1, *PIX_SHAPE)
