@@ -24,6 +24,7 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 import zoo
 from datamodules.base import DATA_ENV
@@ -349,7 +350,16 @@ def message_of(err: BaseException) -> str:
 
 
 # errors a user can act on from their message alone: printed as ``error: <message>``, without a traceback
-USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, FloatingPointError, pickle.UnpicklingError)
+USER_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    OSError,
+    ImportError,
+    FloatingPointError,
+    pickle.UnpicklingError,
+    MisconfigurationException,
+)
 
 
 def console_main() -> None:

@@ -4,6 +4,7 @@ once whether the teacher beats its input and the student alone (the evidence gat
 
     python scripts/gloredi_route_probes.py B      # official global skip, zero-initialised residual head
     python scripts/gloredi_route_probes.py A      # self-reconstruction warm start shared by teacher and student
+    python scripts/gloredi_route_probes.py A2     # 32x32, 9 vs 18 views, batch 8, 100 epochs (10,000 steps)
 
 Both at the CPU scale of recipes/gloredi/cpu.yaml with 10 epochs (StepLR every 3); A first trains the
 self-reconstruction stage for ``--selfrecon-epochs`` on the full-view images and starts both arms from it.
@@ -38,7 +39,7 @@ def report(label: str, result: cli.DistillCLI) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("route", choices=["A", "B"])
+    parser.add_argument("route", choices=["A", "A2", "B"])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--selfrecon-epochs", type=int, default=5)
     opts = parser.parse_args()
@@ -47,6 +48,11 @@ def main() -> None:
         extra = [f"--trainer.max_epochs={opts.epochs}"]
         if opts.route == "B":
             extra.append("--model.init_args.student.init_args.global_skip=true")
+        elif opts.route == "A2":  # longer training where the 64-px probes stopped: 10,000 steps at batch 8
+            extra = ["--trainer.max_epochs=100", "--data.init_args.image_size=32", "--data.init_args.views=9",
+                     "--data.init_args.teacher_views=18", "--data.init_args.batch_size=8",
+                     "--model.init_args.lr_scheduler.init_args.step_size=30",
+                     "--model.init_args.finetune_epochs=5"]  # fmt: skip
         else:
             selfrecon = fit(["--model.init_args.distill=none", "--model.init_args.input_key=full",
                              f"--trainer.max_epochs={opts.selfrecon_epochs}", "--model.init_args.finetune_epochs=0"],
