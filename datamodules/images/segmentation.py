@@ -20,24 +20,12 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from datamodules.base import BaseDataModule
+from datamodules.images.camvid import CAMVID_CLASSES
 from datamodules.images.folder import read_image
 from datamodules.splits import SPLITS
 
 __all__ = ["CAMVID_CLASSES", "SegmentationDataModule", "TRAIN_TRANSFORMS", "read_label"]
 
-CAMVID_CLASSES = (
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-)  # SegNet's label order; id 11 is "Unlabelled", the ignore index
 TRAIN_TRANSFORMS = ("flip_scale_crop", "none")
 LABEL_MODES = ("L", "P", "I", "I;16")  # single-channel PNG modes whose pixel values are class ids
 

@@ -17,21 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from datamodules.images.camvid import CAMVID_CLASSES
+
 __all__ = ["SCENE_CLASSES", "VOID", "random_scenes", "write_scenes_folder"]
 
-SCENE_CLASSES = (
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-)  # CamVid's 11 classes in the SegNet label order (ids 0-10)
+SCENE_CLASSES = CAMVID_CLASSES  # CamVid's 11 classes in the SegNet label order (ids 0-10)
 VOID = 11  # CamVid's "Unlabelled", the ignore index
 SKY, BUILDING, POLE, ROAD, PAVEMENT, TREE, SIGN, FENCE, CAR, PEDESTRIAN, BICYCLIST = range(11)
 SPLIT_SIZES = {"train": 96, "val": 24, "test": 32}  # scenes per split of the embedded default
