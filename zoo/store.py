@@ -17,7 +17,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,14 @@ PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
 
 @dataclass
 class Weights:
-    """Tensors of a weights source, the constructor spec stored with them, and their provenance."""
+    """Tensors of a weights source, the constructor spec and metadata stored with them, and their provenance."""
 
     tensors: dict[str, torch.Tensor]
     spec: dict[str, Any] | None
     source: str
     sha256: str
     path: Path
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def cache_dir() -> Path:
@@ -160,7 +161,7 @@ def resolve(source: str) -> Weights:
         sha = sha256_file(path)
     tensors, metadata = read_safetensors(path)
     spec = stored_spec(metadata, path)
-    return Weights(tensors=tensors, spec=spec, source=source, sha256=sha, path=path)
+    return Weights(tensors=tensors, spec=spec, source=source, sha256=sha, path=path, metadata=metadata)
 
 
 build = specs.build  # only @exportable classes of the project's own packages are ever built
@@ -227,9 +228,8 @@ def check_entry(entry: registry.Entry) -> Path:
     sha256 and is a complete safetensors file, and a model entry's spec agrees with its metafile and names an
     allow-listed network (resolved, not built)."""
     path = entry_file(entry)
-    _, metadata = read_safetensors(path)
+    tensors, metadata = read_safetensors(path)
     if entry.kind == "teacher-outputs":
-        tensors, _ = read_safetensors(path)
         outputs.from_tensors(tensors, metadata, f"zoo:{entry.name}")
     elif entry.kind == "model":
         spec = entry_spec(entry, stored_spec(metadata, path))
@@ -248,7 +248,7 @@ def load(source: str) -> Any:
     if kind == "dataset":  # the entry names its loader, allow-listed as networks are
         return specs.resolve_loader(registry.get(source[4:]).meta.loader).from_tensors(weights.tensors)
     if kind == "teacher-outputs":
-        return outputs.from_tensors(weights.tensors, read_safetensors(weights.path)[1], source)
+        return outputs.from_tensors(weights.tensors, weights.metadata, source)
     spec = weights.spec
     if source.startswith("zoo:"):
         spec = entry_spec(registry.get(source[4:]), weights.spec)
@@ -302,8 +302,7 @@ def read_outputs(
     to ``ids`` in that order when given; with ``teacher_sha256``, a file made by another teacher is refused
     naming both hashes."""
     weights = resolve(source)  # verified against the entry's sha256 before a byte is parsed
-    _, metadata = read_safetensors(weights.path)
-    found = outputs.from_tensors(weights.tensors, metadata, source)
+    found = outputs.from_tensors(weights.tensors, weights.metadata, source)
     if teacher_sha256 is not None and found.teacher_sha256 != teacher_sha256:
         raise ValueError(
             f"{source} holds the outputs of another teacher: made by {found.teacher} (sha256 {found.teacher_sha256}), "
