@@ -14,7 +14,6 @@ import pickle
 import re
 import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,11 @@ class DistillCLI(LightningCLI):
         self.test_metrics, self.best_ckpt = {}, None
         if not self.config[self.subcommand].get("test_after_fit"):
             return
-        best = next((c.best_model_path for c in self.trainer.checkpoint_callbacks if c.best_model_path), None)
+        callbacks = [c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+        selecting = [c for c in callbacks if c.save_top_k != 0]  # not evidence_fit's last-epoch resume point
+        best = next((c.best_model_path for c in selecting if c.best_model_path), None)
+        if best is None and not selecting:  # no selection: the final weights, kept as the resume point
+            best = next((c.last_model_path for c in callbacks if c.last_model_path), None)
         if (
             isinstance(self.trainer.checkpoint_callback, ModelCheckpoint)
             and best is None
@@ -72,7 +75,7 @@ class DistillCLI(LightningCLI):
             raise RuntimeError(
                 "--test_after_fit: no best checkpoint was saved; does ModelCheckpoint monitor a logged metric?"
             )
-        scores = [c.best_model_score for c in self.trainer.checkpoint_callbacks if c.best_model_score is not None]
+        scores = [c.best_model_score for c in selecting if c.best_model_score is not None]
         self.best_val = float(scores[0]) if scores else None
         self.best_ckpt = best
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
@@ -157,24 +160,46 @@ def check_config_files(args: list[str]) -> None:
             read_yaml_mapping(Path(value).expanduser(), "config file")
 
 
+RESUME_ROOT = registry.REPO_ROOT / "runs" / "fits"  # unfinished evidence fits, resumed from their last epoch
+
+
+def fit_dir(arm: schema.Arm, seed: int) -> Path:
+    """Where evidence_fit works on ``arm`` at ``seed`` (kept until the fit ends, so a new session resumes)."""
+    return RESUME_ROOT / f"{evidence.arm_slug(arm)}-{evidence.fingerprint(arm)}-seed{seed}"
+
+
 def evidence_fit(arm: schema.Arm, seed: int, keep: Path | None = None) -> tuple[dict[str, float], float | None]:
     """One evidence run: ``fit --test_after_fit`` of an arm's configs and overrides at ``seed``; every test
     metric and the validation score that selected the tested checkpoint. With ``keep``, seed 0's tested
-    checkpoint is copied to ``keep/<arm slug>.ckpt`` (for export or figures)."""
-    with tempfile.TemporaryDirectory(prefix="distillzoo-evidence-") as workdir:
-        args = ["fit", *(f"--config={c}" for c in arm.config), *arm.args]
-        args += [
-            f"--seed_everything={seed}",
-            "--test_after_fit=true",
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            f"--trainer.default_root_dir={workdir}",
-        ]
-        result = lightning_main(args)
-        if keep is not None and seed == 0 and result.best_ckpt:
-            keep.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(result.best_ckpt, keep / f"{evidence.arm_slug(arm)}.ckpt")
+    checkpoint is copied to ``keep/<arm slug>.ckpt`` (for export or figures).
+
+    A fit resumes: it works in ``runs/fits/<arm slug>-<fingerprint>-seed<k>/``, where an extra
+    ``ModelCheckpoint`` writes ``last.ckpt`` after every epoch; a fit that finds one there (its session
+    ended mid-run) continues from it (``--ckpt_path``) with the same configs, and a finished fit removes
+    its folder."""
+    workdir = fit_dir(arm, seed)
+    last = workdir / "resume" / "last.ckpt"
+    args = ["fit", *(f"--config={c}" for c in arm.config), *arm.args]
+    args += [
+        f"--seed_everything={seed}",
+        "--test_after_fit=true",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={workdir}",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"--trainer.callbacks.dirpath={workdir / 'resume'}",
+        "--trainer.callbacks.save_last=true",
+        "--trainer.callbacks.save_top_k=0",
+    ]
+    if last.is_file():
+        print(f"[evidence] resuming {arm.arm!r} seed {seed} from {last}", flush=True)
+        args.append(f"--ckpt_path={last}")
+    result = lightning_main(args)
+    if keep is not None and seed == 0 and result.best_ckpt:
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result.best_ckpt, keep / f"{evidence.arm_slug(arm)}.ckpt")
+    shutil.rmtree(workdir, ignore_errors=True)
     return {k: float(v) for k, v in result.test_metrics.items()}, result.best_val
 
 

@@ -639,3 +639,30 @@ def test_a_dataset_entry_loads_only_through_an_allow_listed_loader(scratch_zoo):
     raw.pop("loader")
     with pytest.raises(ValueError, match="a dataset entry names its @stored_dataset class"):
         registry.write_entry(raw, registry.entries_dir())
+
+
+def test_an_interrupted_evidence_fit_resumes_from_its_last_epoch(tmp_path, monkeypatch, capsys):
+    """A session that ends mid-fit leaves ``last.ckpt`` in the fit's folder; the next evidence_fit of the same
+    arm and seed continues from it (only the remaining epoch is trained) and removes the folder when done."""
+    from zoo import schema
+
+    monkeypatch.setattr(cli, "RESUME_ROOT", tmp_path / "fits")
+    base = ["--model.init_args.mode=ce", "--trainer.limit_train_batches=1"]
+    short = schema.Arm(arm="mlp", config=["recipes/graph_mlp/tiny.yaml"], args=[*base, "--trainer.max_epochs=1"])
+    arm = schema.Arm(arm="mlp", config=["recipes/graph_mlp/tiny.yaml"], args=[*base, "--trainer.max_epochs=3"])
+    monkeypatch.setattr(cli.shutil, "rmtree", lambda *a, **k: None)  # the "killed" run leaves its folder
+    cli.evidence_fit(short, 0)
+    monkeypatch.undo()
+    monkeypatch.setattr(cli, "RESUME_ROOT", tmp_path / "fits")
+    partial = cli.fit_dir(short, 0) / "resume" / "last.ckpt"
+    assert torch.load(partial, weights_only=True)["global_step"] == 1
+    target = cli.fit_dir(arm, 0) / "resume" / "last.ckpt"
+    target.parent.mkdir(parents=True)
+    partial.rename(target)
+    capsys.readouterr()
+    tests, _ = cli.evidence_fit(arm, 0, keep=tmp_path / "kept")
+    assert f"resuming 'mlp' seed 0 from {target}" in capsys.readouterr().out
+    assert "test/acc" in tests
+    kept = torch.load(tmp_path / "kept/mlp.ckpt", weights_only=True)
+    assert kept["global_step"] <= 3 and kept["epoch"] >= 1  # the tested checkpoint comes after the resumed epoch
+    assert not cli.fit_dir(arm, 0).exists()  # a finished fit removes its folder
