@@ -63,10 +63,9 @@ class DistillCLI(LightningCLI):
         if not self.config[self.subcommand].get("test_after_fit"):
             return
         callbacks = [c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
-        selecting = [c for c in callbacks if c.save_top_k != 0]  # not evidence_fit's last-epoch resume point
+        # a monitored checkpoint selects the epoch; without one, the latest (e.g. evidence_fit's resume point)
+        selecting = [c for c in callbacks if c.monitor is not None] or callbacks
         best = next((c.best_model_path for c in selecting if c.best_model_path), None)
-        if best is None and not selecting:  # no selection: the final weights, kept as the resume point
-            best = next((c.last_model_path for c in callbacks if c.last_model_path), None)
         if (
             isinstance(self.trainer.checkpoint_callback, ModelCheckpoint)
             and best is None
@@ -168,10 +167,13 @@ def fit_dir(arm: schema.Arm, seed: int) -> Path:
     return RESUME_ROOT / f"{evidence.arm_slug(arm)}-{evidence.fingerprint(arm)}-seed{seed}"
 
 
-def evidence_fit(arm: schema.Arm, seed: int, keep: Path | None = None) -> tuple[dict[str, float], float | None]:
+def evidence_fit(
+    arm: schema.Arm, seed: int, keep: Path | None = None, keep_as: Path | None = None
+) -> tuple[dict[str, float], float | None]:
     """One evidence run: ``fit --test_after_fit`` of an arm's configs and overrides at ``seed``; every test
     metric and the validation score that selected the tested checkpoint. With ``keep``, seed 0's tested
-    checkpoint is copied to ``keep/<arm slug>.ckpt`` (for export or figures).
+    checkpoint is copied to ``keep/<arm slug>.ckpt`` (for export or figures); with ``keep_as`` (a stage
+    that later arms start from), the tested checkpoint of any seed is written there atomically.
 
     A fit resumes: it works in ``runs/fits/<arm slug>-<fingerprint>-seed<k>/``, where an extra
     ``ModelCheckpoint`` writes ``last.ckpt`` after every epoch; a fit that finds one there (its session
@@ -189,9 +191,11 @@ def evidence_fit(arm: schema.Arm, seed: int, keep: Path | None = None) -> tuple[
         f"--trainer.default_root_dir={workdir}",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
         f"--trainer.callbacks.dirpath={workdir / 'resume'}",
-        "--trainer.callbacks.save_last=true",
-        "--trainer.callbacks.save_top_k=0",
+        "--trainer.callbacks.filename=last",  # unmonitored top-1: the latest epoch, overwritten in place
+        "--trainer.callbacks.enable_version_counter=false",
     ]
+    if not last.is_file():  # a recipe's own save_last checkpoint serves as well
+        last = workdir / "checkpoints" / "last.ckpt"
     if last.is_file():
         print(f"[evidence] resuming {arm.arm!r} seed {seed} from {last}", flush=True)
         args.append(f"--ckpt_path={last}")
@@ -199,6 +203,11 @@ def evidence_fit(arm: schema.Arm, seed: int, keep: Path | None = None) -> tuple[
     if keep is not None and seed == 0 and result.best_ckpt:
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.best_ckpt, keep / f"{evidence.arm_slug(arm)}.ckpt")
+    if keep_as is not None and result.best_ckpt:
+        keep_as.parent.mkdir(parents=True, exist_ok=True)
+        partial = keep_as.with_name(f".{keep_as.name}.tmp")
+        shutil.copyfile(result.best_ckpt, partial)
+        partial.replace(keep_as)  # an arm never starts from a half-copied checkpoint
     shutil.rmtree(workdir, ignore_errors=True)
     return {k: float(v) for k, v in result.test_metrics.items()}, result.best_val
 
@@ -239,6 +248,9 @@ def zoo_main(argv: list[str]) -> int:
         for name in zoo.list():
             meta = zoo.get(name).meta
             print(f"{name:40s} {meta.method:12s} {meta.task}")
+        for name in registry.list_pending():  # evidence still running: nothing to load yet
+            meta = registry.get(name, pending=True).meta
+            print(f"{name:40s} {meta.method:12s} {meta.task} [evidence in progress: zoo publish {name}]")
     elif opts.command == "show":
         print(yaml.safe_dump(zoo.get(opts.name).raw, sort_keys=False, allow_unicode=True), end="")
     elif opts.command == "verify":
@@ -268,7 +280,7 @@ def zoo_main(argv: list[str]) -> int:
             print(f"error: sanity gate {gate['gate']!r} failed for {opts.name}: {gate['detail']}", file=sys.stderr)
         return 1 if failed else 0
     elif opts.command == "publish":
-        plan = zoo.get(opts.name).meta.publish or schema.Publish()
+        plan = registry.get(opts.name, pending=True).meta.publish or schema.Publish()
         keep = opts.keep or publish.keep_dir(opts.name)
         if plan.script is not None:  # the entry is computed from other entries by a project script
             run_scripts(opts.name, [plan.script], keep)

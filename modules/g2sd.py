@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -29,7 +30,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from modules.core import DistillModule, make_projector
 from modules.dmae import MAEPretrain
 from modules.nets import MaskedAutoencoder, TimmViT, random_mask
-from zoo import store
+from zoo import export, store
 from zoo.specs import exportable
 
 
@@ -126,6 +127,15 @@ class DistilledViT(nn.Module):
     def num_classes(self) -> int:
         return self.head_dist.out_features
 
+    def reset_classes(self, num_classes: int) -> None:
+        """Fresh CLS and distillation heads for ``num_classes``, recorded in the export spec."""
+        self.backbone.reset_classes(num_classes)
+        self.head_dist = nn.Linear(self.backbone.embed_dim, num_classes)
+        nn.init.trunc_normal_(self.head_dist.weight, std=0.02)
+        nn.init.zeros_(self.head_dist.bias)
+        self.init_args = dict(self.init_args, vit_kwargs=dict(self.init_args["vit_kwargs"],
+                              timm_kwargs=self.backbone.init_args["timm_kwargs"]))  # fmt: skip
+
     def both(self, images: Tensor) -> tuple[Tensor, Tensor]:
         vit = self.backbone.vit
         x = vit._pos_embed(vit.patch_embed(self.backbone.normalize(images)))  # CLS + positions
@@ -139,10 +149,11 @@ class DistilledViT(nn.Module):
 
 
 def load_encoder(student: nn.Module, source: str) -> list[str]:
-    """Copy the encoder of a ``MaskedAutoencoder`` (``zoo:NAME`` or a path) into ``student``'s ViT (a
-    ``TimmViT`` or a ``DistilledViT``), as MAE fine-tuning starts from the pre-trained encoder; heads, the
-    distillation token and a global-pool ``fc_norm`` stay fresh. Returns the fresh tensors' names."""
-    mae = store.load(source)
+    """Copy the encoder of a ``MaskedAutoencoder`` (``zoo:NAME``, a safetensors path, or the Lightning
+    ``.ckpt`` of a pre-training stage) into ``student``'s ViT (a ``TimmViT`` or a ``DistilledViT``), as MAE
+    fine-tuning starts from the pre-trained encoder; heads, the distillation token and a global-pool
+    ``fc_norm`` stay fresh. Returns the fresh tensors' names."""
+    mae = export.load_student(source) if str(source).endswith(".ckpt") else store.load(source)
     if not isinstance(mae, MaskedAutoencoder):
         raise TypeError(f"{source} is a {type(mae).__name__}, not a MaskedAutoencoder whose encoder to fine-tune")
     vit = student.backbone.vit if isinstance(student, DistilledViT) else student.vit
@@ -190,6 +201,34 @@ class SpecificDistill(DistillModule):
         self.smoothing = smoothing
         if not isinstance(self.student, DistilledViT):
             self.loss_weights = {"cls": 1.0} | dict(loss_weights or {})  # one head: plain fine-tuning
+
+    def setup(self, stage: str) -> None:
+        """Fit the student to the datamodule before anything is built on it: a folder with another class count
+        gets fresh heads (logged), an image size the ViT was not made for fails naming both."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        classes = getattr(datamodule, "num_classes", None) if getattr(datamodule, "labels", True) else None
+        if isinstance(classes, int) and classes != self.student.num_classes:
+            if self.teacher is not None:
+                raise ValueError(
+                    f"{type(self).__name__}: the teacher predicts {self.student.num_classes} classes, the data at "
+                    f"{getattr(datamodule, 'root', '?')} has {classes}; distil on the teacher's classes, or fine-tune "
+                    "without a teacher"
+                )
+            rank_zero_info(
+                f"{type(self).__name__}: the student's head has {self.student.num_classes} classes, the data at "
+                f"{getattr(datamodule, 'root', None) or 'the embedded default'} {classes}: the head is replaced"
+            )
+            self.student.reset_classes(classes)
+        size = getattr(datamodule, "image_size", None)
+        vit = self.student.backbone if isinstance(self.student, DistilledViT) else self.student
+        if isinstance(size, int) and hasattr(vit, "grid_for"):
+            try:
+                vit.grid_for((size, size))
+            except ValueError as err:
+                raise ValueError(
+                    f"{type(self).__name__}: the data's image_size {size} does not fit the student: {err}"
+                ) from None
+        super().setup(stage)
 
     def heads(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         if isinstance(self.student, DistilledViT):

@@ -94,3 +94,37 @@ def test_fine_tuning_starts_from_a_pretrained_encoder_with_fresh_heads(tmp_path)
     wide = DistilledViT({"timm_kwargs": VIT | {"embed_dim": 48}})
     with pytest.raises(ValueError, match="does not fit the student ViT"):
         load_encoder(wide, str(path))
+
+
+def test_fine_tuning_on_a_folder_with_other_classes_replaces_the_head_and_says_so(tmp_path, caplog):
+    """A 10-class student on a 3-class folder gets fresh 3-class heads (logged) that the export spec records,
+    so the fine-tuned network is rebuilt with them; a folder at a size the ViT was not made for is refused."""
+    import lightning as L
+    import numpy as np
+    from PIL import Image
+
+    from datamodules.images import ImageFolderDataModule
+
+    rng = np.random.default_rng(0)
+    for name in ("ant", "bee", "cow"):
+        (tmp_path / "folder" / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "folder" / name / f"{i}.png")
+    data = ImageFolderDataModule(root=str(tmp_path / "folder"), image_size=32, batch_size=4, val_fraction=0.2)
+    vit = VIT | {"img_size": 32, "num_classes": 10}
+    module = SpecificDistill(student=DistilledViT({"timm_kwargs": vit}))
+    assert module.student.num_classes == 10
+    trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with caplog.at_level("INFO"):
+        trainer.fit(module, datamodule=data)
+    assert "the head is replaced" in caplog.text and "3" in caplog.text
+    assert module.student.num_classes == 3 and module.student.backbone.num_classes == 3
+    assert module.student(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+    rebuilt = specs.build(specs.module_spec(module.student))
+    rebuilt.load_state_dict(module.student.state_dict())  # the spec describes the fine-tuned heads
+    small = ImageFolderDataModule(root=str(tmp_path / "folder"), image_size=24, batch_size=4, val_fraction=0.2)
+    module = SpecificDistill(student=TimmViT(timm_kwargs=vit))
+    trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="image_size 24 does not fit the student"):
+        trainer.fit(module, datamodule=small)

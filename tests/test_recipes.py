@@ -27,8 +27,14 @@ def is_overlay(recipe: str) -> bool:
     return "class_path" not in model
 
 
+# Overlays laid over another recipe than the first full one of their folder.
+OVERLAY_BASES = {"recipes/dmae/cpu.yaml": "recipes/dmae/teacher.yaml"}
+
+
 def overlay_base(recipe: str) -> str:
     """The full recipe an overlay lays over: the first of its folder that is not an overlay or tiny."""
+    if recipe in OVERLAY_BASES:
+        return OVERLAY_BASES[recipe]
     folder = Path(recipe).parent
     return next(r for r in RECIPES if Path(r).parent == folder and not is_overlay(r) and "tiny" not in r)
 

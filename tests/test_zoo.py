@@ -648,21 +648,126 @@ def test_an_interrupted_evidence_fit_resumes_from_its_last_epoch(tmp_path, monke
 
     monkeypatch.setattr(cli, "RESUME_ROOT", tmp_path / "fits")
     base = ["--model.init_args.mode=ce", "--trainer.limit_train_batches=1"]
-    short = schema.Arm(arm="mlp", config=["recipes/graph_mlp/tiny.yaml"], args=[*base, "--trainer.max_epochs=1"])
+    short = schema.Arm(arm="mlp", config=["recipes/graph_mlp/tiny.yaml"], args=[*base, "--trainer.max_epochs=2"])
     arm = schema.Arm(arm="mlp", config=["recipes/graph_mlp/tiny.yaml"], args=[*base, "--trainer.max_epochs=3"])
     monkeypatch.setattr(cli.shutil, "rmtree", lambda *a, **k: None)  # the "killed" run leaves its folder
+    saves = []
+    save = cli.ModelCheckpoint._save_checkpoint
+    monkeypatch.setattr(cli.ModelCheckpoint, "_save_checkpoint", lambda s, t, f: (saves.append(f), save(s, t, f)))
     cli.evidence_fit(short, 0)
     monkeypatch.undo()
     monkeypatch.setattr(cli, "RESUME_ROOT", tmp_path / "fits")
     partial = cli.fit_dir(short, 0) / "resume" / "last.ckpt"
-    assert torch.load(partial, weights_only=True)["global_step"] == 1
+    assert saves.count(str(partial)) == 2  # written after every epoch, not only when the fit ends
+    assert torch.load(partial, weights_only=True)["global_step"] == 2
     target = cli.fit_dir(arm, 0) / "resume" / "last.ckpt"
     target.parent.mkdir(parents=True)
     partial.rename(target)
     capsys.readouterr()
+    saves.clear()
+    monkeypatch.setattr(cli.ModelCheckpoint, "_save_checkpoint", lambda s, t, f: (saves.append(f), save(s, t, f)))
     tests, _ = cli.evidence_fit(arm, 0, keep=tmp_path / "kept")
     assert f"resuming 'mlp' seed 0 from {target}" in capsys.readouterr().out
-    assert "test/acc" in tests
-    kept = torch.load(tmp_path / "kept/mlp.ckpt", weights_only=True)
-    assert kept["global_step"] <= 3 and kept["epoch"] >= 1  # the tested checkpoint comes after the resumed epoch
+    assert saves.count(str(target)) == 1  # only the third epoch was trained
+    assert "test/acc" in tests and (tmp_path / "kept/mlp.ckpt").is_file()
     assert not cli.fit_dir(arm, 0).exists()  # a finished fit removes its folder
+
+
+STAGE_CALLS: list[tuple[str, int, list[str]]] = []
+
+
+def staged_fit(arm, seed, keep=None, keep_as=None):
+    """A fit that trains nothing; a stage writes its 'checkpoint' where it is asked to keep it."""
+    STAGE_CALLS.append((arm.arm, seed, list(arm.args)))
+    if keep_as is not None:
+        keep_as.parent.mkdir(parents=True, exist_ok=True)
+        keep_as.write_text(f"{arm.arm} {seed}")
+        return {"test/pixel": 0.5}, 0.5
+    return {"test/acc": 0.5 + 0.1 * ("after" in arm.arm)}, 0.5
+
+
+def test_a_pending_entry_runs_stages_once_per_seed_for_every_arm_built_on_them(scratch_zoo, tmp_path, monkeypatch):
+    """An entry whose evidence is still running lives in zoo/pending/ without weights: zoo evidence records
+    into it, zoo.load refuses it by name, and a pre-training stage is fitted once per seed however many arms
+    start from it, each arm getting that seed's checkpoint in place of {after}."""
+    from zoo import evidence
+
+    monkeypatch.setattr(evidence, "STAGE_ROOT", tmp_path / "stages")
+    arm = {"config": ["recipes/graph_mlp/tiny.yaml"]}
+    raw = {
+        "name": "toy-staged",
+        "method": "toy",
+        "task": "classification",
+        "evidence": {
+            "metric": "test/acc",
+            "stages": [{"arm": "pretrain", **arm}],
+            "arms": [
+                {"arm": "scratch", "role": "baseline", **arm},
+                {"arm": "after A", "after": "pretrain", "args": ["--init={after}"], **arm},
+                {"arm": "after B", "after": "pretrain", "args": ["--init={after}", "--b"], **arm},
+            ],
+        },
+    }
+    with pytest.raises(ValueError, match="weights"):
+        registry.write_entry(raw, registry.entries_dir())  # a published entry needs weights
+    registry.pending_dir().mkdir()
+    registry.write_entry(raw, registry.pending_dir())
+    with pytest.raises(KeyError, match="unknown zoo entry"):
+        zoo.get("toy-staged")  # nothing to load yet
+    with pytest.raises(ValueError, match="not published yet.*zoo publish toy-staged"):
+        _ = registry.get("toy-staged", pending=True).weights
+    STAGE_CALLS.clear()
+    results = evidence.run("toy-staged", seeds=2, fit=staged_fit)
+    stage_fits = [(a, s) for a, s, _ in STAGE_CALLS if a == "pretrain"]
+    assert stage_fits == [("pretrain", 0), ("pretrain", 1)]  # once per seed, before the arms
+    spec = registry.get("toy-staged", pending=True).meta.evidence
+    for name, seed, args in STAGE_CALLS:
+        if name.startswith("after"):
+            ckpt = evidence.stage_checkpoint("toy-staged", spec.stage("pretrain"), seed)
+            assert args[0] == f"--init={ckpt}" and ckpt.read_text() == f"pretrain {seed}"
+    assert len(STAGE_CALLS) == 2 + 3 * 2
+    on_disk = registry.get("toy-staged", pending=True).meta.results
+    assert [r.seed for r in on_disk.stage_runs["pretrain"]] == [0, 1] and on_disk.stage_runs["pretrain"][0].test
+    assert {r["arm"] for r in results["rows"]} == {"scratch", "after A", "after B"}
+    STAGE_CALLS.clear()
+    evidence.run("toy-staged", seeds=2, fit=staged_fit)
+    assert STAGE_CALLS == []  # everything recorded: nothing refitted
+    raw = registry.get("toy-staged", pending=True).raw
+    raw["evidence"]["stages"][0]["args"] = ["--longer"]  # the stage changed: it and the arms on it rerun
+    registry.write_entry(raw, registry.pending_dir())
+    evidence.run("toy-staged", seeds=1, fit=staged_fit)
+    assert [a for a, _, _ in STAGE_CALLS] == ["pretrain", "after A", "after B"]
+    raw["evidence"]["arms"][1]["after"] = "no-such-stage"
+    with pytest.raises(ValueError, match="not a stage of"):
+        registry.write_entry(raw, registry.pending_dir())
+
+
+def test_publishing_a_pending_entry_moves_its_metafile_among_the_entries(scratch_zoo, toy_ckpt):
+    """The exported weights join the pending metafile's recorded evidence; the pending file is removed."""
+    registry.pending_dir().mkdir()
+    registry.write_entry({**META, "name": "toy-student", "summary": "evidence ran first"}, registry.pending_dir())
+    export.export(toy_ckpt[0], "toy-student", None, scratch_zoo["weights"])
+    assert zoo.get("toy-student").meta.summary == "evidence ran first" and zoo.get("toy-student").sha256
+    assert registry.list_pending() == [] and zoo.load("toy-student") is not None
+
+
+def test_an_arm_shared_from_another_entry_shows_its_runs_and_is_never_refitted(scratch_zoo):
+    """One grid, two entries: an arm with runs_from takes the other entry's recorded runs of the same arm; if
+    the two arms differ, sharing is refused by name."""
+    from zoo import evidence
+
+    arm = {"arm": "scratch", "role": "baseline", "config": ["recipes/graph_mlp/tiny.yaml"]}
+    registry.pending_dir().mkdir()
+    owner = {"name": "toy-owner", "method": "toy", "task": "t", "evidence": {"metric": "test/acc", "arms": [arm]}}
+    registry.write_entry(owner, registry.pending_dir())
+    evidence.run("toy-owner", seeds=2, fit=staged_fit)
+    shared = dict(arm, runs_from="toy-owner")
+    other = {"name": "toy-user", "method": "toy", "task": "t", "evidence": {"metric": "test/acc", "arms": [shared]}}
+    registry.write_entry(other, registry.pending_dir())
+    STAGE_CALLS.clear()
+    rows = evidence.run("toy-user", seeds=2, fit=staged_fit)["rows"]
+    assert STAGE_CALLS == [] and rows[0]["arm"] == "scratch" and rows[0]["n"] == 2
+    other["evidence"]["arms"][0]["args"] = ["--trainer.max_epochs=9"]
+    registry.write_entry(other, registry.pending_dir())
+    with pytest.raises(ValueError, match="differs from the arm of the same name in 'toy-owner'"):
+        evidence.run("toy-user", seeds=2, fit=staged_fit)

@@ -40,6 +40,9 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 T95 |= {11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
 
 
+STAGE_ROOT = registry.REPO_ROOT / "runs" / "stages"  # kept stage checkpoints, per entry
+
+
 def arm_slug(arm: schema.Arm) -> str:
     """A file name for an arm: its name in lower case, runs of other characters as one '-'."""
     return re.sub(r"[^a-z0-9]+", "-", arm.arm.lower()).strip("-")
@@ -55,6 +58,53 @@ def fingerprint(arm: schema.Arm, root: Path = registry.REPO_ROOT) -> str:
         content = yaml.safe_load(path.read_text()) if path.is_file() else config
         digest.update(json.dumps(content, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+def arm_fingerprint(spec: schema.Evidence, arm: schema.Arm) -> str:
+    """An arm's fingerprint, which for an arm that starts after a stage covers the stage's too (a changed
+    pre-training stage reruns every arm built on it)."""
+    own = fingerprint(arm)
+    if arm.after is None:
+        return own
+    return hashlib.sha256((own + fingerprint(spec.stage(arm.after))).encode()).hexdigest()[:16]
+
+
+def shared_runs(spec: schema.Evidence, arm: schema.Arm) -> list[dict]:
+    """The runs of ``arm`` recorded by the entry it names in ``runs_from`` (one grid, shown by two entries);
+    that entry's arm must be this very arm (same fingerprint, stage included), or nothing is shown."""
+    other = registry.get(str(arm.runs_from), pending=True)
+    theirs = other.meta.evidence.arm(arm.arm) if other.meta.evidence else None
+    if theirs is None:
+        raise ValueError(f"arm {arm.arm!r}: zoo entry {arm.runs_from!r} has no evidence to share")
+    mine = arm_fingerprint(spec, arm)
+    if arm_fingerprint(other.meta.evidence, theirs) != mine:
+        raise ValueError(
+            f"arm {arm.arm!r} differs from the arm of the same name in {arm.runs_from!r} (configs, overrides or "
+            "stage), so its runs cannot be shared; make them the same, or drop runs_from and fit it here"
+        )
+    return [dataclasses.asdict(r) for r in other.meta.results.runs.get(arm.arm, []) if r.fingerprint == mine]
+
+
+def stage_checkpoint(name: str, stage: schema.Arm, seed: int) -> Path:
+    """Where the tested checkpoint of ``stage`` at ``seed`` is kept for the arms that start from it
+    (gitignored: a lost one is refitted, CPU fits being deterministic)."""
+    return STAGE_ROOT / name / f"{arm_slug(stage)}-{fingerprint(stage)}-seed{seed}.ckpt"
+
+
+def _after(arm: schema.Arm, checkpoint: Path) -> schema.Arm:
+    """``arm`` with ``{after}`` in its overrides replaced by its stage's checkpoint."""
+    return dataclasses.replace(arm, args=[a.replace("{after}", str(checkpoint)) for a in arm.args])
+
+
+def _timed_stage(
+    fit: Fit, stage: schema.Arm, seed: int, checkpoint: Path
+) -> tuple[dict[str, float], float | None, float]:
+    """One stage fit whose tested checkpoint is kept at ``checkpoint`` (``fit(..., keep_as=checkpoint)``)."""
+    tic = time.perf_counter()
+    tests, best_val = fit(stage, seed, None, keep_as=checkpoint)  # type: ignore[call-arg]
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"the fit of stage {stage.arm!r} kept no checkpoint at {checkpoint}")
+    return tests, best_val, time.perf_counter() - tic
 
 
 def _pick(tests: dict[str, float], metric: str, arm: schema.Arm) -> float:
@@ -175,7 +225,7 @@ def run(
     unchanged arm are not rerun (see the module docstring) unless ``fresh``. ``rows_only`` fits nothing: the
     rows and gates are rebuilt from the runs recorded so far (partial rows say how many seeds they hold).
     """
-    entry = registry.get(name)
+    entry = registry.get(name, pending=True)
     spec = entry.meta.evidence
     if spec is None or not spec.arms:
         raise ValueError(f"zoo entry {name!r} has no evidence.arms to run")
@@ -184,17 +234,25 @@ def run(
     arms = [a for a in spec.arms if only is None or a.arm in only]
     raw = dict(entry.raw)
     raw["results"] = dict(raw.get("results") or {})
-    prints = {a.arm: fingerprint(a) for a in spec.arms}
+    prints = {a.arm: arm_fingerprint(spec, a) for a in spec.arms}
+    stage_prints = {a.arm: fingerprint(a) for a in spec.stages}
     # runs of arms that changed since they were recorded no longer count
     recorded = {
         arm: [dataclasses.asdict(r) for r in rs if r.fingerprint == prints.get(arm)]
         for arm, rs in entry.meta.results.runs.items()
     }
+    stages_recorded = {
+        stage: [dataclasses.asdict(r) for r in rs if r.fingerprint == stage_prints.get(stage)]
+        for stage, rs in entry.meta.results.stage_runs.items()
+    }
+    for arm in spec.arms:  # arms another entry fits: its recorded runs, if that arm is the same one
+        if arm.runs_from is not None:
+            recorded[arm.arm] = shared_runs(spec, arm)
     if fresh:
         for arm in arms:
             recorded.pop(arm.arm, None)
     done = {(arm, r["seed"]) for arm, rs in recorded.items() for r in rs}
-    todo = [(arm, seed) for arm in arms for seed in range(seeds) if (arm.arm, seed) not in done]
+    todo = [(arm, seed) for arm in arms for seed in range(seeds) if (arm.arm, seed) not in done and not arm.runs_from]
     if rows_only:
         todo = []
     if done and todo:
@@ -208,26 +266,52 @@ def run(
               f"(val {best_val}, {seconds:.0f} s)", flush=True)  # fmt: skip
         run_ = {"seed": seed, "fingerprint": prints[arm.arm], "test": tests, "best_val": best_val}
         recorded.setdefault(arm.arm, []).append(run_ | {"seconds": round(seconds, 1)})
-        _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent)
+        _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded)
 
-    if jobs > 1 and len(todo) > 1:
+    def record_stage(stage: schema.Arm, seed: int, outcome: tuple[dict[str, float], float | None, float]) -> None:
+        tests, best_val, seconds = outcome
+        print(f"[evidence] {name} | stage {stage.arm} | seed {seed}: {tests} ({seconds:.0f} s)", flush=True)
+        runs = [r for r in stages_recorded.get(stage.arm, []) if r["seed"] != seed]  # a refit replaces its run
+        run_ = {"seed": seed, "fingerprint": stage_prints[stage.arm], "test": tests, "best_val": best_val}
+        stages_recorded[stage.arm] = [*runs, run_ | {"seconds": round(seconds, 1)}]
+        _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded)
+
+    # the stages the remaining arms start from, each fitted once per seed (its checkpoint shared by its arms)
+    needed = sorted({(arm.after, seed) for arm, seed in todo if arm.after is not None})
+    stage_todo = [(spec.stage(s), k) for s, k in needed if not stage_checkpoint(name, spec.stage(s), k).is_file()]
+    todo = [(_after(a, stage_checkpoint(name, spec.stage(a.after), s)) if a.after else a, s) for a, s in todo]
+    if jobs > 1 and len(stage_todo) + len(todo) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            staged = {
+                pool.submit(_timed_stage, fit, stage, seed, stage_checkpoint(name, stage, seed)): (stage, seed)
+                for stage, seed in stage_todo
+            }
+            for future in as_completed(staged):
+                record_stage(*staged[future], future.result())
             futures = {pool.submit(_timed, fit, arm, seed, keep): (arm, seed) for arm, seed in todo}
             for future in as_completed(futures):
                 record(*futures[future], future.result())
     else:
+        for stage, seed in stage_todo:
+            record_stage(stage, seed, _timed_stage(fit, stage, seed, stage_checkpoint(name, stage, seed)))
         for arm, seed in todo:
             record(arm, seed, _timed(fit, arm, seed, keep))
-    if not todo:
-        _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent)
+    if not todo and not stage_todo:
+        _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded)
     return raw["results"]
 
 
 def _write(
-    raw: dict, spec: schema.Evidence, recorded: dict[str, list[dict]], seeds: int, command: str, directory: Path
+    raw: dict,
+    spec: schema.Evidence,
+    recorded: dict[str, list[dict]],
+    seeds: int,
+    command: str,
+    directory: Path,
+    stages: dict[str, list[dict]] | None = None,
 ) -> None:
     """Rebuild the rows from every recorded run and write the metafile atomically."""
     metric, scale = spec.metric, spec.scale
@@ -268,6 +352,12 @@ def _write(
         run_time_s=round(sum(r["seconds"] for rs in recorded.values() for r in rs), 1),  # summed over runs
         runs={arm: sorted(rs, key=lambda r: r["seed"]) for arm, rs in recorded.items() if arm in by_arm},
     )
+    names = {a.arm for a in spec.stages}
+    stage_runs = {k: sorted(v, key=lambda r: r["seed"]) for k, v in (stages or {}).items() if k in names and v}
+    if stage_runs:
+        results["stage_runs"] = stage_runs
+    else:
+        results.pop("stage_runs", None)
     if spec.gates:
         results["gates"] = check_gates(spec, rows, seeds)
     else:  # gates removed from the metafile: no stale verdict stays on the card

@@ -117,9 +117,12 @@ def _publish_locked(
 
     raw: dict[str, Any] = {}
     old_file = None
+    pending = registry.pending_dir() / f"{name}.yaml"  # an entry whose evidence ran before it had weights
     if entry_path.exists():
         old = registry.parse_entry(entry_path)
         raw, old_file = dict(old.raw), old.weights.file
+    elif pending.is_file():
+        raw = dict(registry.parse_entry(pending).raw)
     raw.update(fields)
     raw["name"] = name
     missing = [k for k in ("method", "task") if k not in raw]
@@ -136,6 +139,7 @@ def _publish_locked(
         if not same:
             weights_path.unlink(missing_ok=True)
         raise
+    pending.unlink(missing_ok=True)  # published: the metafile now lives among the entries
     if old_file:
         try:  # only a file inside the weights folder is ever deleted
             old_path = registry.confined_weights_file(entry_path, str(old_file))
@@ -144,6 +148,24 @@ def _publish_locked(
         if old_path is not None and old_path != weights_path.resolve():
             old_path.unlink(missing_ok=True)
     return weights_path
+
+
+def checkpoint_student(ckpt: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The student's constructor spec and tensors of a distillzoo Lightning checkpoint (``weights_only``)."""
+    checkpoint = read_checkpoint(ckpt)
+    info = checkpoint.get("distillzoo") or {}
+    spec = info.get("student_spec") if isinstance(info, dict) else None
+    if spec is None:
+        raise ValueError(f"{ckpt} has no student constructor spec (checkpoint['distillzoo']['student_spec'])")
+    return spec, student_tensors(checkpoint)
+
+
+def load_student(ckpt: str | Path) -> torch.nn.Module:
+    """The student network of a distillzoo Lightning checkpoint, rebuilt from its spec and loaded strictly, in
+    eval mode: how a second training stage starts from the first stage's checkpoint."""
+    spec, tensors = checkpoint_student(ckpt)
+    network = store.build(spec, str(ckpt))
+    return store.load_into(network, store.Weights(tensors, spec, str(ckpt), "", Path(ckpt))).eval()
 
 
 def export(
@@ -162,10 +184,7 @@ def export(
     """
     checkpoint = read_checkpoint(ckpt)
     info = checkpoint.get("distillzoo") or {}
-    spec = info.get("student_spec") if isinstance(info, dict) else None
-    if spec is None:
-        raise ValueError(f"{ckpt} has no student constructor spec (checkpoint['distillzoo']['student_spec'])")
-    tensors = student_tensors(checkpoint)
+    spec, tensors = checkpoint_student(ckpt)
     store.load_into(store.build(spec, str(ckpt)), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
     fields = dict(meta or {}, student=spec)
     teachers = info.get("teachers") or {}

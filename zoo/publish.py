@@ -55,7 +55,7 @@ def publish(
     command: str | None = None,
 ) -> Path:
     """Run ``name``'s publish block; returns the published weights file."""
-    entry = registry.get(name)
+    entry = registry.get(name, pending=True)
     plan = entry.meta.publish
     if plan is None:
         raise ValueError(f"zoo entry {name!r} has no publish block: it is not rebuilt by zoo publish")

@@ -65,8 +65,17 @@ class Entry:
         return self.meta.kind
 
     @property
+    def pending(self) -> bool:
+        """An entry of ``zoo/pending/``: its evidence is running and nothing is published yet."""
+        return self.meta.weights is None
+
+    @property
     def weights(self) -> schema.WeightsRef:
-        assert self.meta.weights is not None  # required by the schema
+        if self.meta.weights is None:
+            raise ValueError(
+                f"zoo entry {self.name!r} is not published yet: its evidence is still running ({self.path}); "
+                f"`python cli.py zoo publish {self.name}` resumes it and publishes the weights"
+            )
         return self.meta.weights
 
     @property
@@ -83,6 +92,17 @@ def entries_dir() -> Path:
     return Path(os.environ.get("DISTILLZOO_ENTRIES", ENTRIES_DIR))
 
 
+def pending_dir() -> Path:
+    """Metafiles of entries whose evidence is still running (``zoo evidence`` records into them run by run,
+    so a grid that spans sessions keeps its results); ``zoo publish`` moves one into the entries when its
+    weights are exported. Beside the entries folder, so a scratch zoo has its own."""
+    return entries_dir().parent / "pending"
+
+
+def _is_pending_dir(directory: Path) -> bool:
+    return directory.resolve() == pending_dir().resolve()
+
+
 def parse_entry(path: Path) -> Entry:
     """Read and validate one metafile against :mod:`zoo.schema`; errors name the file and the bad key."""
     try:
@@ -90,7 +110,7 @@ def parse_entry(path: Path) -> Entry:
     except yaml.YAMLError as err:
         raise ValueError(f"zoo entry {path} is not valid YAML: {err}") from err
     try:
-        meta = schema.parse(raw)
+        meta = schema.parse(raw, pending=_is_pending_dir(path.parent))
     except schema.SchemaError as err:
         raise ValueError(f"zoo entry {path}: {err}") from None
     if meta.name != path.stem:
@@ -104,12 +124,21 @@ def list_entries() -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
 
 
-def get(name: str) -> Entry:
-    """The entry called ``name``; an unknown name fails with the closest known names."""
+def list_pending() -> list[str]:
+    """Names of the entries whose evidence is still running (``zoo/pending/``), sorted."""
+    directory = pending_dir()
+    return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+
+
+def get(name: str, pending: bool = False) -> Entry:
+    """The entry called ``name`` (with ``pending``, also one of ``zoo/pending/``, for the evidence and
+    publish commands); an unknown name fails with the closest known names."""
     if name.startswith("zoo:"):
         name = name[4:]
     check_name(name)
     path = entries_dir() / f"{name}.yaml"
+    if pending and not path.is_file() and (pending_dir() / f"{name}.yaml").is_file():
+        path = pending_dir() / f"{name}.yaml"
     if not path.is_file():
         known = list_entries()
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
@@ -124,7 +153,7 @@ def write_entry(raw: dict[str, Any], directory: Path | None = None) -> Path:
     path = (directory or entries_dir()) / f"{name}.yaml"
     text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=100)
     try:  # validated before it is written: a refused metafile never replaces the old one
-        schema.parse(yaml.safe_load(text))
+        schema.parse(yaml.safe_load(text), pending=_is_pending_dir(path.parent))
     except schema.SchemaError as err:
         raise ValueError(f"zoo entry {path}: {err}") from None
     atomic_write_bytes(path, text.encode())

@@ -124,6 +124,8 @@ class Arm:
     role: Literal["reference", "baseline", "distilled", "baseline-official"] | None = None
     budget: str | None = None
     waive: dict[str, str] = _many(dict)  # gate name -> why the gate does not apply to this arm
+    after: str | None = None  # a stage (Evidence.stages) this arm starts from, at the same seed: {after} in args
+    runs_from: str | None = None  # an entry that fits this same arm: its recorded runs are shown here, not refitted
 
 
 @dataclass(frozen=True)
@@ -153,11 +155,19 @@ class Evidence:
     selection: str = "test metric at the best-validation checkpoint"
     title: str | None = None
     gates: list[Gate] = _many(list)
+    # pre-training fits that arms start from (``after``); each runs once per seed and is shared by its arms
+    stages: list[Arm] = _many(list)
 
     def arm(self, name: str) -> Arm:
         found = next((a for a in self.arms if a.arm == name), None)
         if found is None:
             raise KeyError(f"unknown arm {name!r}; arms: {[a.arm for a in self.arms]}")
+        return found
+
+    def stage(self, name: str) -> Arm:
+        found = next((a for a in self.stages if a.arm == name), None)
+        if found is None:
+            raise KeyError(f"unknown stage {name!r}; stages: {[a.arm for a in self.stages]}")
         return found
 
     def with_role(self, role: str) -> str | None:
@@ -246,6 +256,7 @@ class Results:
     selection: str | None = None
     rows: list[Row] = _many(list)
     runs: dict[str, list[Run]] = _many(dict)
+    stage_runs: dict[str, list[Run]] = _many(dict)  # the stages' own test metrics (e.g. pre-training losses)
     gates: list[GateOutcome] = _many(list)
     paper_rows: list[PaperRow] = _many(list)
     archived: dict[str, Archived] = _many(dict)
@@ -429,16 +440,27 @@ def _build(cls: type, value: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-def parse(raw: Any) -> Metafile:
-    """The typed metafile of a YAML mapping; SchemaError names the key and what was expected."""
+def parse(raw: Any, pending: bool = False) -> Metafile:
+    """The typed metafile of a YAML mapping; SchemaError names the key and what was expected. A ``pending``
+    metafile (``zoo/pending/``: an entry whose evidence is still running) has no weights yet."""
     if not isinstance(raw, dict):
         raise SchemaError(f"expected a mapping at the top level, got {type(raw).__name__}")
-    missing = [k for k in REQUIRED if k not in raw]
+    missing = [k for k in REQUIRED if k not in raw and not (pending and k == "weights")]
     if missing:
         raise SchemaError(f"lacks required field(s): {', '.join(missing)}")
     meta = _build(Metafile, raw, "")
     if (meta.kind == "dataset") != (meta.loader is not None):
         raise SchemaError("loader: a dataset entry names its @stored_dataset class, and only a dataset entry has one")
+    if meta.evidence is not None:
+        stages = [a.arm for a in meta.evidence.stages]
+        for arm in meta.evidence.stages:
+            if arm.after is not None:
+                raise SchemaError(f"evidence.stages: stage {arm.arm!r} has an after; stages start from nothing")
+        for arm in meta.evidence.arms:
+            if arm.after is not None and arm.after not in stages:
+                raise SchemaError(f"evidence.arms: {arm.arm!r} starts after {arm.after!r}, not a stage of {stages}")
+            if arm.after is not None and not any("{after}" in a for a in arm.args):
+                raise SchemaError(f"evidence.arms: {arm.arm!r} after a stage: no arg takes {{after}}")
     plan = meta.publish
     if plan is not None:
         if sum(x is not None for x in (plan.arm, plan.fit, plan.script)) != 1:

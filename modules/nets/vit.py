@@ -153,6 +153,14 @@ class TimmViT(nn.Module):
             )
         return self.grid_size
 
+    def reset_classes(self, num_classes: int) -> None:
+        """A fresh head for ``num_classes`` (timm's ``reset_classifier``), recorded in the export spec, so the
+        fine-tuned network is rebuilt with the new head: how a zoo classifier starts on another folder."""
+        self.vit.reset_classifier(num_classes)
+        self.init_args = dict(
+            self.init_args, timm_kwargs=dict(self.init_args.get("timm_kwargs") or {}, num_classes=num_classes)
+        )
+
     # ----- forward ------------------------------------------------------------------------------
     def normalize(self, x: Tensor) -> Tensor:
         """[B, C, H, W] in [0, 1] -> the normalised input the timm model sees."""
