@@ -173,7 +173,8 @@ def evidence_fit(
     """One evidence run: ``fit --test_after_fit`` of an arm's configs and overrides at ``seed``; every test
     metric and the validation score that selected the tested checkpoint. With ``keep``, seed 0's tested
     checkpoint is copied to ``keep/<arm slug>.ckpt`` (for export or figures); with ``keep_as`` (a stage
-    that later arms start from), the tested checkpoint of any seed is written there atomically.
+    that later arms start from), the tested checkpoint of any seed is written there atomically. Each kept
+    checkpoint gets the fit's logged curves beside it (``<same stem>.metrics.csv``, Lightning's CSVLogger).
 
     A fit resumes: it works in ``runs/fits/<arm slug>-<fingerprint>-seed<k>/``, where an extra
     ``ModelCheckpoint`` writes ``last.ckpt`` after every epoch; a fit that finds one there (its session
@@ -185,7 +186,10 @@ def evidence_fit(
     args += [
         f"--seed_everything={seed}",
         "--test_after_fit=true",
-        "--trainer.logger=false",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",  # the curves, kept beside kept checkpoints
+        f"--trainer.logger.save_dir={workdir}",
+        "--trainer.logger.name=log",
+        "--trainer.logger.version=0",  # one folder, appended to by a resumed fit
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         f"--trainer.default_root_dir={workdir}",
@@ -200,11 +204,16 @@ def evidence_fit(
         print(f"[evidence] resuming {arm.arm!r} seed {seed} from {last}", flush=True)
         args.append(f"--ckpt_path={last}")
     result = lightning_main(args)
+    curves = workdir / "log" / "version_0" / "metrics.csv"  # every logged metric by step (CSVLogger)
     if keep is not None and seed == 0 and result.best_ckpt:
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.best_ckpt, keep / f"{evidence.arm_slug(arm)}.ckpt")
+        if curves.is_file():
+            shutil.copyfile(curves, keep / f"{evidence.arm_slug(arm)}.metrics.csv")
     if keep_as is not None and result.best_ckpt:
         keep_as.parent.mkdir(parents=True, exist_ok=True)
+        if curves.is_file():
+            shutil.copyfile(curves, keep_as.with_suffix(".metrics.csv"))
         partial = keep_as.with_name(f".{keep_as.name}.tmp")
         shutil.copyfile(result.best_ckpt, partial)
         partial.replace(keep_as)  # an arm never starts from a half-copied checkpoint

@@ -238,7 +238,10 @@ def test_evidence_in_parallel_processes_summarises_every_metric(scratch_zoo, tmp
     registry.write_entry(raw, registry.entries_dir())
     results = evidence.run("gcn-csbm", seeds=2, fit=cli.evidence_fit, jobs=2, keep=tmp_path / "kept")
     (row,) = results["rows"]
-    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["tiny-mlp-no-teacher.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [
+        "tiny-mlp-no-teacher.ckpt",
+        "tiny-mlp-no-teacher.metrics.csv",
+    ]
     assert export.student_tensors(torch.load(tmp_path / "kept/tiny-mlp-no-teacher.ckpt", weights_only=True))
     assert row["n"] == 2 and len(row["values"]) == 2 and 0 <= row["mean"] <= 1
     assert set(row["metrics"]) == {"test/loss"} and row["metrics"]["test/loss"]["n"] == 2
@@ -670,6 +673,7 @@ def test_an_interrupted_evidence_fit_resumes_from_its_last_epoch(tmp_path, monke
     assert f"resuming 'mlp' seed 0 from {target}" in capsys.readouterr().out
     assert saves.count(str(target)) == 1  # only the third epoch was trained
     assert "test/acc" in tests and (tmp_path / "kept/mlp.ckpt").is_file()
+    assert "train/loss" in (tmp_path / "kept/mlp.metrics.csv").read_text()  # the curves, both runs appended
     assert not cli.fit_dir(arm, 0).exists()  # a finished fit removes its folder
 
 
