@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from modules.core import DistillModule, make_projector
 from modules.nets import MaskedAutoencoder, PatchMask, random_mask
+from modules.nets.vit import check_image_size
 
 
 def dmae_feature_loss(student: Tensor, teacher: Tensor, kind: Literal["l1", "l2"] = "l1") -> Tensor:
@@ -73,6 +74,11 @@ class MAEPretrain(DistillModule):
                 "keeps at least one"
             )
         self.mask_ratio = mask_ratio
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        check_image_size(type(self).__name__, self.student.encoder, datamodule)
+        super().setup(stage)
 
     def check_teacher_grid(self, teacher_encoder: Any) -> None:
         """Teacher and student must cut images into the same patches to share a mask."""

@@ -30,6 +30,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from modules.core import DistillModule, make_projector
 from modules.dmae import MAEPretrain
 from modules.nets import MaskedAutoencoder, TimmViT, random_mask
+from modules.nets.vit import check_image_size
 from zoo import export, store
 from zoo.specs import exportable
 
@@ -219,15 +220,8 @@ class SpecificDistill(DistillModule):
                 f"{getattr(datamodule, 'root', None) or 'the embedded default'} {classes}: the head is replaced"
             )
             self.student.reset_classes(classes)
-        size = getattr(datamodule, "image_size", None)
         vit = self.student.backbone if isinstance(self.student, DistilledViT) else self.student
-        if isinstance(size, int) and hasattr(vit, "grid_for"):
-            try:
-                vit.grid_for((size, size))
-            except ValueError as err:
-                raise ValueError(
-                    f"{type(self).__name__}: the data's image_size {size} does not fit the student: {err}"
-                ) from None
+        check_image_size(type(self).__name__, vit, datamodule)
         super().setup(stage)
 
     def heads(self, images: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -50,18 +50,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--metric", help="chart this extra metric of the rows instead of the headline one")
     args = parser.parse_args()
-    entry = registry.get(args.name)
+    entry = registry.get(args.name, pending=True)
     results = entry.meta.results
     rows, metric, paper_rows = results.rows, results.metric or "metric", results.paper_rows
     if not rows:
         raise SystemExit(f"{args.name} has no result rows; run python cli.py zoo evidence {args.name} first")
-    if args.metric:
+    if args.metric and any(r.metric == args.metric for r in rows):  # arms whose own headline this is
+        rows, metric, paper_rows = [r for r in rows if r.metric == args.metric], args.metric, []
+    elif args.metric:
+        rows = [r for r in rows if r.metric is None]
         missing = [r.arm for r in rows if args.metric not in r.metrics]
         if missing:
             raise SystemExit(f"{args.metric!r} is not in the rows of {missing}")
         rows = [dataclasses.replace(r, **{k: getattr(r.metrics[args.metric], k) for k in ("mean", "std", "n")})
                 for r in rows]  # fmt: skip
         metric, paper_rows = args.metric, []
+    else:
+        rows = [r for r in rows if r.metric is None]  # arms with another headline have their own chart
     ours = {r.arm for r in rows}
     reference = {}
     for row in paper_rows:

@@ -102,3 +102,17 @@ def test_the_truncated_teacher_gives_the_official_whole_teacher_loss():
     torch.manual_seed(3)
     b = whole.distill_loss({"image": images})
     assert torch.equal(a["distill"], b["distill"]) and torch.equal(a["pixel"], b["pixel"])
+
+
+def test_an_image_size_the_patches_do_not_fit_is_refused_before_training(tmp_path):
+    """MAE at 16 px with 4-px patches, given 30-px images: a clear error naming both sizes, not a reshape
+    error inside patchify."""
+    import lightning as L
+
+    from datamodules.images import ImageFolderDataModule
+    from modules.dmae import MAEPretrain
+
+    data = ImageFolderDataModule(root=None, image_size=30, labels=False, batch_size=8)
+    trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"image_size 30 does not fit the student.*\(30, 30\)"):
+        trainer.fit(MAEPretrain(tiny_mae()), datamodule=data)

@@ -775,3 +775,48 @@ def test_an_arm_shared_from_another_entry_shows_its_runs_and_is_never_refitted(s
     registry.write_entry(other, registry.pending_dir())
     with pytest.raises(ValueError, match="differs from the arm of the same name in 'toy-owner'"):
         evidence.run("toy-user", seeds=2, fit=staged_fit)
+
+
+def test_an_arm_can_start_after_another_arm_and_report_its_own_headline(scratch_zoo, tmp_path, monkeypatch):
+    """A dense probe of a fine-tuned encoder: the probed arm is fitted first and kept at every seed, the probe
+    arm gets its checkpoint and reports test/miou in a table of its own, never paired with the baseline."""
+    from zoo import evidence
+
+    monkeypatch.setattr(evidence, "STAGE_ROOT", tmp_path / "stages")
+    config = ["recipes/graph_mlp/tiny.yaml"]
+    raw = {
+        "name": "toy-probed",
+        "method": "toy",
+        "task": "t",
+        "evidence": {
+            "metric": "test/acc",
+            "scale": 100,
+            "arms": [
+                {"arm": "probe of B", "after": "B", "args": ["--backbone={after}"], "metric": "test/miou",
+                 "config": config},
+                {"arm": "A", "role": "baseline", "config": config},
+                {"arm": "B", "config": config},
+            ],
+        },
+    }  # fmt: skip
+    registry.pending_dir().mkdir()
+    registry.write_entry(raw, registry.pending_dir())
+
+    def fit(arm, seed, keep=None, keep_as=None):
+        STAGE_CALLS.append((arm.arm, seed, list(arm.args)))
+        if keep_as is not None:
+            keep_as.parent.mkdir(parents=True, exist_ok=True)
+            keep_as.write_text(arm.arm)
+        return {"test/acc": 0.5 + 0.01 * seed, "test/miou": 0.25}, 0.5
+
+    STAGE_CALLS.clear()
+    results = evidence.run("toy-probed", seeds=2, fit=fit)
+    order = [(a, s) for a, s, _ in STAGE_CALLS]
+    assert order.index(("B", 1)) < order.index(("probe of B", 0)) and len(order) == 6  # B once per seed
+    probe_args = {s: args for a, s, args in STAGE_CALLS if a == "probe of B"}
+    assert probe_args[1][0].startswith("--backbone=") and probe_args[1][0].endswith("-seed1.ckpt")
+    rows = {r["arm"]: r for r in results["rows"]}
+    assert rows["probe of B"]["metric"] == "test/miou" and rows["probe of B"]["mean"] == 25.0
+    assert "paired" not in rows["probe of B"] and "paired" in rows["B"]
+    card = cards.render_entry(registry.get("toy-probed", pending=True).meta)
+    assert "### Results: test/acc" in card and "### Results: test/miou" in card

@@ -85,7 +85,9 @@ def render_entry(meta: schema.Metafile) -> str:
     results = meta.results
     metric = results.metric or ""
     if results.rows:
-        lines += _table("Results", metric, results.rows)
+        lines += _table("Results", metric, [r for r in results.rows if r.metric is None])
+        for other in dict.fromkeys(r.metric for r in results.rows if r.metric is not None):
+            lines += _table("Results", str(other), [r for r in results.rows if r.metric == other])
     for title, archived in results.archived.items():
         lines += _table(f"Results ({title})", metric, archived.rows)
         if archived.command:

@@ -66,7 +66,8 @@ def arm_fingerprint(spec: schema.Evidence, arm: schema.Arm) -> str:
     own = fingerprint(arm)
     if arm.after is None:
         return own
-    return hashlib.sha256((own + fingerprint(spec.stage(arm.after))).encode()).hexdigest()[:16]
+    named = spec.stage(arm.after) if arm.after in {s.arm for s in spec.stages} else spec.arm(arm.after)
+    return hashlib.sha256((own + fingerprint(named)).encode()).hexdigest()[:16]
 
 
 def shared_runs(spec: schema.Evidence, arm: schema.Arm) -> list[dict]:
@@ -96,12 +97,13 @@ def _after(arm: schema.Arm, checkpoint: Path) -> schema.Arm:
     return dataclasses.replace(arm, args=[a.replace("{after}", str(checkpoint)) for a in arm.args])
 
 
-def _timed_stage(
-    fit: Fit, stage: schema.Arm, seed: int, checkpoint: Path
+def _timed_kept(
+    fit: Fit, stage: schema.Arm, seed: int, keep: Path | None, checkpoint: Path
 ) -> tuple[dict[str, float], float | None, float]:
-    """One stage fit whose tested checkpoint is kept at ``checkpoint`` (``fit(..., keep_as=checkpoint)``)."""
+    """One fit (a stage, or an arm others start from) whose tested checkpoint is kept at ``checkpoint``
+    (``fit(..., keep_as=checkpoint)``)."""
     tic = time.perf_counter()
-    tests, best_val = fit(stage, seed, None, keep_as=checkpoint)  # type: ignore[call-arg]
+    tests, best_val = fit(stage, seed, keep, keep_as=checkpoint)  # type: ignore[call-arg]
     if not checkpoint.is_file():
         raise FileNotFoundError(f"the fit of stage {stage.arm!r} kept no checkpoint at {checkpoint}")
     return tests, best_val, time.perf_counter() - tic
@@ -262,10 +264,12 @@ def run(
 
     def record(arm: schema.Arm, seed: int, outcome: tuple[dict[str, float], float | None, float]) -> None:
         tests, best_val, seconds = outcome
-        print(f"[evidence] {name} | {arm.arm} | seed {seed}: {spec.metric} = {_pick(tests, spec.metric, arm):.4f} "
+        headline = arm.metric or spec.metric
+        print(f"[evidence] {name} | {arm.arm} | seed {seed}: {headline} = {_pick(tests, headline, arm):.4f} "
               f"(val {best_val}, {seconds:.0f} s)", flush=True)  # fmt: skip
         run_ = {"seed": seed, "fingerprint": prints[arm.arm], "test": tests, "best_val": best_val}
-        recorded.setdefault(arm.arm, []).append(run_ | {"seconds": round(seconds, 1)})
+        runs = [r for r in recorded.get(arm.arm, []) if r["seed"] != seed]  # a refit replaces its run
+        recorded[arm.arm] = [*runs, run_ | {"seconds": round(seconds, 1)}]
         _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded)
 
     def record_stage(stage: schema.Arm, seed: int, outcome: tuple[dict[str, float], float | None, float]) -> None:
@@ -276,30 +280,49 @@ def run(
         stages_recorded[stage.arm] = [*runs, run_ | {"seconds": round(seconds, 1)}]
         _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded)
 
-    # the stages the remaining arms start from, each fitted once per seed (its checkpoint shared by its arms)
-    needed = sorted({(arm.after, seed) for arm, seed in todo if arm.after is not None})
-    stage_todo = [(spec.stage(s), k) for s, k in needed if not stage_checkpoint(name, spec.stage(s), k).is_file()]
-    todo = [(_after(a, stage_checkpoint(name, spec.stage(a.after), s)) if a.after else a, s) for a, s in todo]
-    if jobs > 1 and len(stage_todo) + len(todo) > 1:
+    # What the remaining arms start from (a stage, or another arm), fitted first, once per seed, and kept
+    # (runs/stages/); then every other arm, with {after} filled in.
+    stage_names = {a.arm for a in spec.stages}
+
+    def source(n: str) -> schema.Arm:
+        return spec.stage(n) if n in stage_names else spec.arm(n)
+
+    def kept(n: str, k: int) -> Path:
+        return stage_checkpoint(name, source(n), k)
+
+    starts = {a.after for a in spec.arms if a.after is not None}
+    first = [(source(n), k) for n, k in sorted({(a.after, k) for a, k in todo if a.after}) if not kept(n, k).is_file()]
+    first += [(a, k) for a, k in todo if a.arm in starts and (a.arm, k) not in {(f.arm, j) for f, j in first}]
+    in_first = {(f.arm, j) for f, j in first}
+    second = [(_after(a, kept(a.after, k)) if a.after else a, k) for a, k in todo if (a.arm, k) not in in_first]
+
+    def run_first(item: tuple[schema.Arm, int]) -> tuple:
+        f, k = item
+        return _timed_kept(fit, f, k, None if f.arm in stage_names else keep, kept(f.arm, k))
+
+    def record_first(item: tuple[schema.Arm, int], outcome: tuple) -> None:
+        (record_stage if item[0].arm in stage_names else record)(item[0], item[1], outcome)
+
+    if jobs > 1 and len(first) + len(second) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             staged = {
-                pool.submit(_timed_stage, fit, stage, seed, stage_checkpoint(name, stage, seed)): (stage, seed)
-                for stage, seed in stage_todo
+                pool.submit(_timed_kept, fit, f, k, None if f.arm in stage_names else keep, kept(f.arm, k)): (f, k)
+                for f, k in first
             }
             for future in as_completed(staged):
-                record_stage(*staged[future], future.result())
-            futures = {pool.submit(_timed, fit, arm, seed, keep): (arm, seed) for arm, seed in todo}
+                record_first(staged[future], future.result())
+            futures = {pool.submit(_timed, fit, arm, seed, keep): (arm, seed) for arm, seed in second}
             for future in as_completed(futures):
                 record(*futures[future], future.result())
     else:
-        for stage, seed in stage_todo:
-            record_stage(stage, seed, _timed_stage(fit, stage, seed, stage_checkpoint(name, stage, seed)))
-        for arm, seed in todo:
+        for item in first:
+            record_first(item, run_first(item))
+        for arm, seed in second:
             record(arm, seed, _timed(fit, arm, seed, keep))
-    if not todo and not stage_todo:
+    if not first and not second:
         _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded)
     return raw["results"]
 
@@ -323,9 +346,10 @@ def _write(
         mine = sorted((r for r in recorded.get(arm_name, []) if r["seed"] < seeds), key=lambda r: r["seed"])
         if not mine:
             continue
-        row = {"arm": arm_name}
-        row |= summarise([_pick(r["test"], metric, arm) for r in mine], scale, [r["best_val"] for r in mine],
-                         spec.top_k)  # fmt: skip
+        row = {"arm": arm_name} | ({"metric": arm.metric} if arm.metric else {})
+        own_scale = arm.scale if arm.scale is not None else scale
+        row |= summarise([_pick(r["test"], arm.metric or metric, arm) for r in mine], own_scale,
+                         [r["best_val"] for r in mine], spec.top_k)  # fmt: skip
         row["seeds"] = [r["seed"] for r in mine]
         # An extra metric some arm never logs (a conflict rate without two sources) is left out of its row.
         logged = [m for m in extra if all(m in r["test"] for r in mine)]
@@ -336,7 +360,7 @@ def _write(
     baseline = spec.with_role("baseline")
     base = {r["seed"]: r["test"].get(metric) for r in recorded.get(baseline, []) if r["seed"] < seeds}
     for row in rows:
-        if row["arm"] == baseline or baseline is None:
+        if row["arm"] == baseline or baseline is None or row.get("metric"):  # pairs share the headline
             continue
         mine = {r["seed"]: r["test"].get(metric) for r in recorded[row["arm"]] if r["seed"] < seeds}
         shared = sorted(s for s in mine if s in base and mine[s] is not None and base[s] is not None)

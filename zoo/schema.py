@@ -126,6 +126,8 @@ class Arm:
     waive: dict[str, str] = _many(dict)  # gate name -> why the gate does not apply to this arm
     after: str | None = None  # a stage (Evidence.stages) this arm starts from, at the same seed: {after} in args
     runs_from: str | None = None  # an entry that fits this same arm: its recorded runs are shown here, not refitted
+    metric: str | None = None  # another headline for this arm (a dense probe's test/miou): its own table
+    scale: float | None = None  # that metric's scale (default the evidence's)
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ class Paired:
 class Row:
     arm: str
     mean: float
+    metric: str | None = None  # set when the arm reports another headline than the evidence's
     std: float | None = None
     n: int | None = None
     values: list[float] = _many(list)
@@ -456,9 +459,15 @@ def parse(raw: Any, pending: bool = False) -> Metafile:
         for arm in meta.evidence.stages:
             if arm.after is not None:
                 raise SchemaError(f"evidence.stages: stage {arm.arm!r} has an after; stages start from nothing")
+        arms = {a.arm: a for a in meta.evidence.arms}
         for arm in meta.evidence.arms:
-            if arm.after is not None and arm.after not in stages:
+            if arm.after is not None and arm.after not in stages and arm.after not in arms:
                 raise SchemaError(f"evidence.arms: {arm.arm!r} starts after {arm.after!r}, not a stage of {stages}")
+            if arm.after in arms and (arm.after == arm.arm or arms[arm.after].after is not None):
+                raise SchemaError(
+                    f"evidence.arms: {arm.arm!r} starts after the arm {arm.after!r}, which must be another arm "
+                    "that starts from nothing"
+                )
             if arm.after is not None and not any("{after}" in a for a in arm.args):
                 raise SchemaError(f"evidence.arms: {arm.arm!r} after a stage: no arg takes {{after}}")
     plan = meta.publish

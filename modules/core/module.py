@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
@@ -147,6 +148,13 @@ class DistillModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
+            teachers = [t for t in self.modules() if isinstance(getattr(t, "manifest", None), dict)]
+            if any(t.manifest.get("source") == "in-memory" for t in teachers):
+                rank_zero_warn(
+                    f"{type(self).__name__}: a teacher has no weights (a network built in memory, untrained unless "
+                    "you trained it): fine for a smoke test, meaningless as distillation; give it weights "
+                    "(zoo:NAME or a .safetensors path)"
+                )
             try:
                 self.export_student()
             except TypeError as err:

@@ -38,6 +38,18 @@ def _download_hint(model_name: str) -> str:
     )
 
 
+def check_image_size(owner: str, network: Any, datamodule: Any) -> None:
+    """Before a fit: the datamodule's square ``image_size`` must be one ``network`` (anything with
+    ``grid_for``) can cut into its patches, or a ValueError names both, instead of a shape error deep inside."""
+    size = getattr(datamodule, "image_size", None)
+    if not isinstance(size, int) or not hasattr(network, "grid_for"):
+        return
+    try:
+        network.grid_for((size, size))
+    except ValueError as err:
+        raise ValueError(f"{owner}: the data's image_size {size} does not fit the student: {err}") from None
+
+
 @exportable
 class TimmViT(nn.Module):
     """An exportable timm Vision Transformer (Dosovitskiy et al. 2021; timm ``vision_transformer.py``) that

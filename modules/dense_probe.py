@@ -1,0 +1,123 @@
+"""Frozen-backbone linear segmentation probe: how much a ViT's patch tokens know about a dense task.
+
+DINOv2's linear evaluation (``dinov2/eval/segmentation``, ``BNHead``), which PH-Reg reports and which
+measures G2SD's claim that the generic stage keeps "generic" (dense) knowledge a task-specific stage loses:
+the backbone is frozen (wrapped as the module's teacher: no grad, always eval, left out of checkpoints and
+rebuilt from its source), its last-layer patch tokens are turned into a [B, D, h, w] map, and only a
+BatchNorm + 1x1 conv head (:class:`~modules.nets.probes.SegmentationProbe`) learns, under cross-entropy
+with the dataset's ignore index; the logits are upsampled bilinearly to the labels. Metric: mIoU over the
+classes (torchmetrics ``MulticlassJaccardIndex``, the ignore index excluded), as mmsegmentation reports it.
+
+A ViT trained at 32 px runs at a dense task's resolution through timm's ``dynamic_img_size`` (its positional
+embedding interpolated bicubically), which is also where the position artifacts PH-Reg removes appear.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from modules.core import DistillModule, Teacher
+from modules.g2sd import DistilledViT
+from modules.nets import MaskedAutoencoder, TimmViT
+from modules.nets.mae import MAEEncoder
+from modules.nets.probes import SegmentationProbe, tokens_to_map
+from zoo import export, store
+
+
+def dynamic_vit(network: nn.Module, source: str = "the backbone") -> TimmViT:
+    """A headless ``TimmViT`` with ``dynamic_img_size`` carrying the weights of ``network``: an MAE (its
+    encoder), an ``MAEEncoder``, a ``DistilledViT`` (its ViT) or a ``TimmViT`` (rebuilt dynamic, head dropped)."""
+    if isinstance(network, MaskedAutoencoder):
+        network = network.encoder
+    if isinstance(network, DistilledViT):
+        network = network.backbone
+    name = None
+    if isinstance(network, MAEEncoder):
+        kwargs = network.timm_kwargs() | {"qkv_bias": True, "class_token": True, "global_pool": "token"}
+    elif isinstance(network, TimmViT):
+        name, kwargs = network.init_args.get("model_name"), dict(network.init_args.get("timm_kwargs") or {})
+    else:
+        raise TypeError(f"{source} is a {type(network).__name__}; a dense probe reads a ViT (an MAE or a TimmViT)")
+    state = {k: v for k, v in network.vit.state_dict().items() if not k.startswith("head.")}
+    mean, std = network.mean.flatten().tolist(), network.std.flatten().tolist()
+    vit = TimmViT(name, timm_kwargs=kwargs | {"num_classes": 0}, mean=mean, std=std, dynamic_img_size=True)
+    missing, unexpected = vit.vit.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{source}: its weights do not fit a ViT (missing {missing}, unexpected {unexpected})")
+    return vit.eval()
+
+
+def load_backbone(source: str) -> TimmViT:
+    """The frozen ViT of ``source``: ``zoo:NAME``, a ``.safetensors`` path, or a stage's Lightning ``.ckpt``."""
+    network = export.load_student(source) if str(source).endswith(".ckpt") else store.load(source)
+    return dynamic_vit(network, source)
+
+
+class LinearProbe(DistillModule):
+    """Linear segmentation probe of a frozen ViT ``backbone`` (``zoo:NAME``, a ``.safetensors`` path or a
+    Lightning ``.ckpt``): BN + 1x1 conv on the last-layer patch tokens, cross-entropy ignoring
+    ``ignore_index``, logits upsampled to the labels. Metrics ``miou`` and pixel ``acc``. Batches are the
+    segmentation datamodule's ``{"image", "mask"}``; image sizes must be multiples of the patch. The exported
+    network is the head (the backbone is its own entry)."""
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int = 11,
+        ignore_index: int = 11,
+        dropout: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        vit = load_backbone(backbone)
+        frozen = Teacher(network=vit)
+        frozen.manifest["source"] = backbone  # rebuilt from this source when a checkpoint is loaded
+        head = SegmentationProbe(vit.embed_dim, num_classes, dropout)
+        super().__init__(student=head, teacher=frozen, optimizer=optimizer, lr_scheduler=lr_scheduler)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+
+    @property
+    def backbone(self) -> TimmViT:
+        return self.teacher.network
+
+    def features(self, images: Tensor) -> Tensor:
+        """The frozen backbone's last-layer patch map [B, D, h, w] (CLS and registers dropped)."""
+        vit = self.backbone
+        grid = vit.grid_for(images.shape[-2:])
+        with torch.no_grad():
+            tokens = vit.forward_features(images)
+        return tokens_to_map(tokens, vit.num_prefix_tokens, grid)
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.student(self.features(images), size=images.shape[-2:])
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.logits(images)
+
+    def distill_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"ce": F.cross_entropy(self.logits(batch["image"]), batch["mask"], ignore_index=self.ignore_index)}
+
+    def configure_metrics(self) -> MetricCollection:
+        kwargs: dict[str, Any] = {"ignore_index": self.ignore_index}
+        return MetricCollection(
+            {
+                "miou": MulticlassJaccardIndex(self.num_classes, average="macro", **kwargs),
+                "acc": MulticlassAccuracy(self.num_classes, average="micro", **kwargs),
+            }
+        )
+
+    def evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        logits, mask = self.logits(batch["image"]), batch["mask"]
+        self.stage_metrics[stage]["miou"].update(logits, mask)
+        self.stage_metrics[stage]["acc"].update(logits, mask)
+        return {"loss": F.cross_entropy(logits, mask, ignore_index=self.ignore_index)}
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch["image"].shape[0])

@@ -1,0 +1,62 @@
+"""The frozen linear segmentation probe: only the head learns, the backbone (an MAE encoder trained at 32 px)
+runs at the segmentation resolution through an interpolated positional embedding, and mIoU ignores void."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from safetensors.torch import save
+
+from datamodules.images import SegmentationDataModule
+from modules.dense_probe import LinearProbe, dynamic_vit
+from modules.g2sd import DistilledViT
+from modules.nets import MaskedAutoencoder, TimmViT
+from zoo import specs, store
+
+
+def saved(net, path):
+    tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
+    path.write_bytes(save(tensors, metadata={store.SPEC_KEY: json.dumps(specs.module_spec(net), sort_keys=True)}))
+    return str(path)
+
+
+def tiny_mae() -> MaskedAutoencoder:
+    torch.manual_seed(0)
+    return MaskedAutoencoder(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, decoder_dim=16,
+                             decoder_depth=1, decoder_heads=2)  # fmt: skip
+
+
+def test_the_probe_trains_only_its_head_on_a_frozen_backbone_at_another_resolution(tmp_path):
+    mae = tiny_mae()
+    module = LinearProbe(backbone=saved(mae, tmp_path / "mae.safetensors"))
+    before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
+    data = SegmentationDataModule(root=None, train_size=(64, 96), eval_size=(96, 128), batch_size=4)
+    trainer = L.Trainer(max_steps=3, limit_val_batches=1, limit_test_batches=2, logger=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    after = module.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # frozen
+    optimised = {id(p) for g in module.optimizers().optimizer.param_groups for p in g["params"]}
+    assert optimised == {id(p) for p in module.student.parameters()}
+    images = torch.rand(2, 3, 96, 128)
+    assert module(images).shape == (2, 11, 96, 128)  # a 12 x 16 grid from a ViT made for 4 x 4
+    # at the training resolution the probe's backbone computes exactly the MAE encoder's tokens
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(module.backbone.forward_features(x), mae.encoder.forward_features(x), atol=1e-5)
+    (result,) = trainer.test(module, datamodule=data)
+    assert 0.0 <= result["test/miou"] <= 1.0 and 0.0 <= result["test/acc"] <= 1.0
+
+
+def test_classifiers_become_headless_dynamic_backbones_and_other_networks_are_refused():
+    vit = TimmViT(timm_kwargs={"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2,
+                               "num_classes": 10, "global_pool": "avg"})  # fmt: skip
+    probe = dynamic_vit(vit)
+    assert probe.num_classes == 0 and probe.forward_features(torch.rand(1, 3, 48, 64)).shape == (1, 1 + 48, 32)
+    distilled = DistilledViT({"timm_kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1,
+                                              "num_heads": 2, "num_classes": 10}})  # fmt: skip
+    assert dynamic_vit(distilled).embed_dim == 32
+    with pytest.raises(TypeError, match="a dense probe reads a ViT"):
+        dynamic_vit(torch.nn.Linear(3, 3), "zoo:linear")
