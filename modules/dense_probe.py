@@ -27,7 +27,7 @@ from modules.core import DistillModule, Teacher
 from modules.g2sd import DistilledViT
 from modules.nets import MaskedAutoencoder, TimmViT
 from modules.nets.mae import MAEEncoder
-from modules.nets.probes import SegmentationProbe, tokens_to_map
+from modules.nets.probes import SegmentationProbe
 from zoo import export, store
 
 
@@ -54,18 +54,26 @@ def dynamic_vit(network: nn.Module, source: str = "the backbone") -> TimmViT:
     return vit.eval()
 
 
-def load_backbone(source: str) -> TimmViT:
-    """The frozen ViT of ``source``: ``zoo:NAME``, a ``.safetensors`` path, or a stage's Lightning ``.ckpt``."""
+def load_backbone(source: str, tta_views: int = 0) -> nn.Module:
+    """The frozen ViT of ``source`` (``zoo:NAME``, a ``.safetensors`` path, or a stage's Lightning ``.ckpt``),
+    offering ``dense_features`` at any resolution; with ``tta_views``, under PH-Reg's test-time augmentation."""
+    from modules.phreg import RegisterViT, TTADense
+
     network = export.load_student(source) if str(source).endswith(".ckpt") else store.load(source)
-    return dynamic_vit(network, source)
+    vit = network if isinstance(network, RegisterViT) else dynamic_vit(network, source)
+    return TTADense(vit, tta_views) if tta_views else vit.eval()
 
 
 class LinearProbe(DistillModule):
     """Linear segmentation probe of a frozen ViT ``backbone`` (``zoo:NAME``, a ``.safetensors`` path or a
-    Lightning ``.ckpt``): BN + 1x1 conv on the last-layer patch tokens, cross-entropy ignoring
-    ``ignore_index``, logits upsampled to the labels. Metrics ``miou`` and pixel ``acc``. Batches are the
-    segmentation datamodule's ``{"image", "mask"}``; image sizes must be multiples of the patch. The exported
-    network is the head (the backbone is its own entry)."""
+    Lightning ``.ckpt``; ``tta_views`` > 0 probes its PH-Reg test-time-augmented features): BN + 1x1 conv on
+    the last-layer patch tokens, cross-entropy ignoring ``ignore_index``, logits upsampled to the labels.
+    Metrics ``miou`` and pixel ``acc``, and the backbone's artifact scalars on the same images:
+    ``outliers`` (share of tokens above median + 3 MAD of the norms) and ``positional`` (share of feature
+    variance explained by grid position), at the last layer and, where the backbone gives block outputs, at
+    the middle and second-to-last blocks (``_mid``, ``_penultimate``); with ``reference`` (a teacher source)
+    ``cos_tta`` at test, the cosine of the features to that teacher's 10-view TTA target. Batches are the
+    segmentation datamodule's ``{"image", "mask"}``. The exported network is the head."""
 
     def __init__(
         self,
@@ -73,27 +81,29 @@ class LinearProbe(DistillModule):
         num_classes: int = 11,
         ignore_index: int = 11,
         dropout: float = 0.0,
+        tta_views: int = 0,
+        reference: str | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        vit = load_backbone(backbone)
-        frozen = Teacher(network=vit)
-        frozen.manifest["source"] = backbone  # rebuilt from this source when a checkpoint is loaded
-        head = SegmentationProbe(vit.embed_dim, num_classes, dropout)
+        frozen = {"backbone": Teacher(network=load_backbone(backbone, tta_views))}
+        if reference is not None:
+            frozen["reference"] = Teacher(network=load_backbone(reference, tta_views=10))
+        for name, source in (("backbone", backbone), ("reference", reference)):
+            if name in frozen:
+                frozen[name].manifest["source"] = source  # rebuilt from this source when a checkpoint is loaded
+        head = SegmentationProbe(frozen["backbone"].network.embed_dim, num_classes, dropout)
         super().__init__(student=head, teacher=frozen, optimizer=optimizer, lr_scheduler=lr_scheduler)
         self.num_classes, self.ignore_index = num_classes, ignore_index
 
     @property
-    def backbone(self) -> TimmViT:
-        return self.teacher.network
+    def backbone(self) -> nn.Module:
+        return self.teacher["backbone"].network
 
     def features(self, images: Tensor) -> Tensor:
         """The frozen backbone's last-layer patch map [B, D, h, w] (CLS and registers dropped)."""
-        vit = self.backbone
-        grid = vit.grid_for(images.shape[-2:])
         with torch.no_grad():
-            tokens = vit.forward_features(images)
-        return tokens_to_map(tokens, vit.num_prefix_tokens, grid)
+            return self.backbone.dense_features(images)
 
     def logits(self, images: Tensor) -> Tensor:
         return self.student(self.features(images), size=images.shape[-2:])
@@ -104,20 +114,49 @@ class LinearProbe(DistillModule):
     def distill_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"ce": F.cross_entropy(self.logits(batch["image"]), batch["mask"], ignore_index=self.ignore_index)}
 
+    def depths(self) -> dict[str, int]:
+        """The blocks whose outputs the artifact scalars are also taken at (none for a TTA backbone)."""
+        depth = getattr(self.backbone, "depth", None)
+        if not isinstance(depth, int) or not hasattr(self.backbone, "block_features"):
+            return {}
+        return {"mid": depth // 2 - 1, "penultimate": depth - 2} if depth >= 3 else {}
+
     def configure_metrics(self) -> MetricCollection:
+        from modules.phreg import OutlierShare, PositionalShare
+
         kwargs: dict[str, Any] = {"ignore_index": self.ignore_index}
-        return MetricCollection(
-            {
-                "miou": MulticlassJaccardIndex(self.num_classes, average="macro", **kwargs),
-                "acc": MulticlassAccuracy(self.num_classes, average="micro", **kwargs),
-            }
-        )
+        metrics: dict[str, Any] = {
+            "miou": MulticlassJaccardIndex(self.num_classes, average="macro", **kwargs),
+            "acc": MulticlassAccuracy(self.num_classes, average="micro", **kwargs),
+            "outliers": OutlierShare(),
+            "positional": PositionalShare(),
+        }
+        for where in self.depths():
+            metrics |= {f"outliers_{where}": OutlierShare(), f"positional_{where}": PositionalShare()}
+        return MetricCollection(metrics)
 
     def evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
-        logits, mask = self.logits(batch["image"]), batch["mask"]
-        self.stage_metrics[stage]["miou"].update(logits, mask)
-        self.stage_metrics[stage]["acc"].update(logits, mask)
-        return {"loss": F.cross_entropy(logits, mask, ignore_index=self.ignore_index)}
+        images, mask = batch["image"], batch["mask"]
+        features = self.features(images)
+        logits = self.student(features, size=images.shape[-2:])
+        metrics = self.stage_metrics[stage]
+        metrics["miou"].update(logits, mask)
+        metrics["acc"].update(logits, mask)
+        out = {"loss": F.cross_entropy(logits, mask, ignore_index=self.ignore_index)}
+        metrics["outliers"].update(features)
+        metrics["positional"].update(features)
+        depths = self.depths()
+        if depths:
+            with torch.no_grad():
+                maps = self.backbone.block_features(images, list(depths.values()))
+            for where, features_at in zip(depths, maps):
+                metrics[f"outliers_{where}"].update(features_at)
+                metrics[f"positional_{where}"].update(features_at)
+        if stage == "test" and "reference" in self.teacher:
+            with torch.no_grad():
+                target = self.teacher["reference"].network.dense_features(images)
+            out["cos_tta"] = F.cosine_similarity(features, target, dim=1).mean()
+        return out
 
     def batch_size(self, batch: Any) -> int:
         return int(batch["image"].shape[0])

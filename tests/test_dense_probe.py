@@ -60,3 +60,26 @@ def test_classifiers_become_headless_dynamic_backbones_and_other_networks_are_re
     assert dynamic_vit(distilled).embed_dim == 32
     with pytest.raises(TypeError, match="a dense probe reads a ViT"):
         dynamic_vit(torch.nn.Linear(3, 3), "zoo:linear")
+
+
+def test_the_probe_reports_artifact_scalars_at_three_depths_and_the_cosine_to_a_tta_reference(tmp_path):
+    """A PH-Reg student (registers dropped from the map) probed against its teacher's TTA target: the test
+    logs mIoU, the artifact scalars at the middle, second-to-last and last blocks, and cos_tta."""
+    from modules.phreg import RegisterViT
+
+    torch.manual_seed(0)
+    vit_kwargs = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 4, "num_heads": 2, "num_classes": 10}
+    teacher = TimmViT(timm_kwargs=vit_kwargs)
+    student = RegisterViT.from_vit(teacher, num_registers=2)
+    module = LinearProbe(backbone=saved(student, tmp_path / "s.safetensors"),
+                         reference=saved(teacher, tmp_path / "t.safetensors"))  # fmt: skip
+    data = SegmentationDataModule(root=None, train_size=(32, 48), eval_size=(32, 48), batch_size=8)
+    trainer = L.Trainer(max_steps=2, limit_val_batches=1, limit_test_batches=2, logger=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    (result,) = trainer.test(module, datamodule=data)
+    for key in ("miou", "outliers", "positional", "outliers_mid", "positional_penultimate", "cos_tta"):
+        assert f"test/{key}" in result, key
+    assert 0 <= result["test/positional"] <= 1 and -1 <= result["test/cos_tta"] <= 1
+    # the untrained student is its teacher plus registers: close to the teacher's own TTA target already
+    assert result["test/cos_tta"] > 0.5

@@ -28,3 +28,20 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
             return (epoch + 0.5) / self.warmup_epochs
         t = min(1.0, (epoch - self.warmup_epochs) / (self.max_epochs - self.warmup_epochs))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class ExponentialTo(torch.optim.lr_scheduler.LambdaLR):
+    """PH-Reg's schedule (0raiser0/PH-Reg ``distill_main.py``): epoch ``e`` trains at
+    ``lr * (final_lr / lr) ** ((e + 1) / max_epochs)``, never below ``final_lr``, constant within an epoch
+    (the official code sets it after each step from the epoch index). ``lr`` is each group's initial LR."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, max_epochs: int, final_lr: float = 5e-6) -> None:
+        if max_epochs < 1 or final_lr <= 0:
+            raise ValueError(f"need max_epochs >= 1 and final_lr > 0, got {max_epochs} and {final_lr}")
+        self.max_epochs, self.final_lr = max_epochs, final_lr
+        bases = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+        super().__init__(optimizer, [self._factor(base) for base in bases])
+
+    def _factor(self, base: float):
+        ratio = min(1.0, self.final_lr / base)
+        return lambda epoch: max(ratio, ratio ** ((epoch + 1) / self.max_epochs))

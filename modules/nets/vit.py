@@ -165,6 +165,15 @@ class TimmViT(nn.Module):
             )
         return self.grid_size
 
+    def as_dynamic(self) -> TimmViT:
+        """A copy that runs at any multiple of the patch (``dynamic_img_size``, the positional embedding
+        interpolated bicubically), with these weights and head: a ViT trained at 32 px on CamVid frames."""
+        args = dict(self.init_args, dynamic_img_size=True, pretrained=False)
+        args["mean"], args["std"] = self.mean.flatten().tolist(), self.std.flatten().tolist()
+        copy = TimmViT(**args)
+        copy.vit.load_state_dict(self.vit.state_dict())
+        return copy.train(self.training)
+
     def reset_classes(self, num_classes: int) -> None:
         """A fresh head for ``num_classes`` (timm's ``reset_classifier``), recorded in the export spec, so the
         fine-tuned network is rebuilt with the new head: how a zoo classifier starts on another folder."""
@@ -186,6 +195,23 @@ class TimmViT(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """Images -> final-norm tokens [B, num_prefix_tokens + N, D] (prefix first, as timm orders them)."""
         return self.vit.forward_features(self.normalize(x))
+
+    def dense_features(self, x: Tensor) -> Tensor:
+        """Images -> final-norm patch tokens as a map [B, D, h, w] (CLS and registers dropped): what dense
+        probes and PH-Reg read."""
+        tokens = self.forward_features(x)[:, self.num_prefix_tokens :]
+        h, w = self.grid_for(x.shape[-2:])
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+
+    @property
+    def depth(self) -> int:
+        return len(self.vit.blocks)
+
+    def block_features(self, x: Tensor, blocks: Sequence[int]) -> list[Tensor]:
+        """The outputs of the listed blocks (0-based, before the final norm) as patch maps [B, D, h, w]."""
+        return self.vit.forward_intermediates(
+            self.normalize(x), indices=list(blocks), output_fmt="NCHW", intermediates_only=True
+        )
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         return self.vit.forward_head(features, pre_logits=pre_logits)

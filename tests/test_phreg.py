@@ -1,0 +1,138 @@
+"""PH-Reg: the TTA targets scatter every view back onto the cells it shows, the student is the teacher plus
+position-free registers with only the official set unlocked, and stale target files are refused."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datamodules.images import SegmentationDataModule
+from modules.core import Teacher
+from modules.nets import TimmViT
+from modules.phreg import (
+    OutlierShare,
+    PHReg,
+    PositionalShare,
+    RegisterViT,
+    TTADense,
+    phreg_loss,
+    tta_dense,
+    tta_views,
+    view_cells,
+)
+
+VIT = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 10}
+
+
+def tiny_vit(seed: int = 0) -> TimmViT:
+    torch.manual_seed(seed)
+    return TimmViT(timm_kwargs=VIT)
+
+
+def test_views_start_unshifted_stay_in_bounds_and_spread_out():
+    views = tta_views((24, 32), views=10, generator=torch.Generator().manual_seed(0))
+    assert views[0] == (0, 0, False) and len(set(views)) == 10
+    assert all(abs(dy) <= 4 and abs(dx) <= 5 for dy, dx, _ in views)  # round(0.15 * 24), round(0.15 * 32)
+    with pytest.raises(ValueError, match="would move every patch out of a 3 x 3 grid"):
+        tta_views((3, 3), max_shift=3)
+
+
+def test_scattering_the_views_back_recovers_a_shift_equivariant_map_exactly():
+    """With a 'network' that averages each patch, every view shows the same cells the original does (moved,
+    flipped, some vacated), so the TTA average is the plain map, cell for cell: the scatter is right."""
+    images = torch.rand(2, 3, 40, 48)
+
+    def dense(x):
+        return F.avg_pool2d(x, 8)
+
+    views = tta_views((5, 6), views=10, max_shift=2, generator=torch.Generator().manual_seed(1))
+    assert any(flip for _, _, flip in views)
+    assert torch.allclose(tta_dense(dense, images, views, 8), dense(images), atol=1e-6)
+    cells = view_cells((2, 3), 0, 1, True)  # shifted right by one, then flipped: [[?, 1, 0], [?, 4, 3]] -> flip
+    assert cells.tolist() == [1, 0, -1, 4, 3, -1]
+
+
+def test_the_student_is_the_teacher_plus_position_free_registers_with_the_official_set_unlocked():
+    teacher = tiny_vit()
+    x = torch.rand(2, 3, 48, 64)  # another resolution than the teacher was made for
+    plain = RegisterViT.from_vit(teacher, num_registers=0)
+    assert torch.allclose(plain.dense_features(x), teacher.as_dynamic().dense_features(x), atol=1e-5)
+    student = RegisterViT.from_vit(teacher, num_registers=4)
+    assert student.dense_features(x).shape == (2, 32, 6, 8) and student(x).shape == (2, 10)
+    assert student.forward_features(x).shape[1] == 4 + 1 + 48  # registers, CLS, patches
+    unlocked = set(student.unlock("phreg"))
+    assert "registers" in unlocked and "backbone.vit.pos_embed" in unlocked
+    assert {n for n in unlocked if n.startswith("backbone.vit.blocks.")} == {
+        n for n, _ in student.named_parameters() if n.startswith("backbone.vit.blocks.1.")
+    }
+    frozen = ("backbone.vit.blocks.0.", "backbone.vit.norm.", "backbone.vit.head.")
+    assert not any(n.startswith(frozen) for n in unlocked)
+    assert student.unlock("registers") == ["registers"]
+    with pytest.raises(ValueError, match="num_registers=0 leaves nothing to train"):
+        plain.unlock("registers")
+
+
+def test_loss_terms_golden_values():
+    s = torch.tensor([[[[1.0]], [[0.0]]]])  # [1, 2, 1, 1]
+    t = torch.tensor([[[[0.0]], [[2.0]]]])
+    terms = phreg_loss(s, t)
+    assert terms["cosine"].item() == pytest.approx(1.0) and terms["mse"].item() == pytest.approx(2.5)
+
+
+def test_artifact_scalars():
+    torch.manual_seed(0)
+    noise = torch.randn(64, 64, 4, 4)
+    positional = torch.randn(1, 64, 4, 4).expand(64, -1, -1, -1)
+    share = PositionalShare()
+    share.update(positional)
+    assert share.compute().item() == pytest.approx(1.0, abs=1e-6)
+    share = PositionalShare()
+    share.update(noise)
+    assert share.compute().item() < 0.1
+    spiky = noise.clone()
+    spiky[:, :, 0, 0] *= 50  # one high-norm token per image: 1 in 16
+
+    def share_of(features):
+        metric = OutlierShare()
+        metric.update(features)
+        return metric.compute().item()
+
+    # median + 3 MAD is about 2 sigma for Gaussian norms: a tail of ~2%; the spikes add their 1 in 16
+    assert share_of(noise) < 0.04
+    assert share_of(spiky) - share_of(noise) == pytest.approx(1 / 16, abs=0.01)
+
+
+def test_a_fit_precomputes_the_targets_once_and_refuses_a_file_of_another_teacher(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILLZOO_CACHE", str(tmp_path / "cache"))
+    data = SegmentationDataModule(root=None, train_size=(32, 48), eval_size=(32, 48), train_transform="none",
+                                  batch_size=8)  # fmt: skip
+    module = PHReg(teacher=Teacher(tiny_vit()), num_registers=4, views=3)
+    teacher_before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    frozen_before = module.student.backbone.vit.blocks[0].attn.qkv.weight.clone()
+    trainer = L.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    (made,) = list((tmp_path / "cache").rglob("targets-*.safetensors"))
+    assert module.train_targets.outputs["dense"].shape == (96, 32, 4, 6)
+    assert all(torch.equal(teacher_before[k], v) for k, v in module.teacher.state_dict().items())
+    assert torch.equal(module.student.backbone.vit.blocks[0].attn.qkv.weight, frozen_before)  # locked
+    again = PHReg(teacher=Teacher(tiny_vit()), num_registers=4, views=3)
+    again.trainer = None
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(again, datamodule=data)
+    assert list((tmp_path / "cache").rglob("targets-*.safetensors")) == [made]  # the same teacher: reused
+    other = PHReg(teacher=Teacher(tiny_vit(seed=1)), num_registers=4, views=3, target_file=str(made))
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match="outputs of another teacher.*expected sha256"):
+        trainer.fit(other, datamodule=data)
+
+
+def test_the_tta_teacher_is_a_drop_in_dense_backbone():
+    teacher = tiny_vit().as_dynamic()
+    tta = TTADense(teacher, views=4)
+    x = torch.rand(1, 3, 32, 48)
+    assert tta.dense_features(x).shape == teacher.dense_features(x).shape and tta.embed_dim == 32
