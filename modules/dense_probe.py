@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
@@ -73,7 +74,9 @@ class LinearProbe(DistillModule):
     variance explained by grid position), at the last layer and, where the backbone gives block outputs, at
     the middle and second-to-last blocks (``_mid``, ``_penultimate``); with ``reference`` (a teacher source)
     ``cos_tta`` at test, the cosine of the features to that teacher's 10-view TTA target. Batches are the
-    segmentation datamodule's ``{"image", "mask"}``. The exported network is the head."""
+    segmentation datamodule's ``{"image", "mask"}``. ``test_time_registers`` > 0 probes the backbone with that
+    many register neurons shifted to a test-time register (:class:`~modules.phreg.TestTimeRegisters`, located
+    on training images). The exported network is the head."""
 
     def __init__(
         self,
@@ -82,11 +85,19 @@ class LinearProbe(DistillModule):
         ignore_index: int = 11,
         dropout: float = 0.0,
         tta_views: int = 0,
+        test_time_registers: int = 0,
         reference: str | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        frozen = {"backbone": Teacher(network=load_backbone(backbone, tta_views))}
+        from modules.phreg import TestTimeRegisters
+
+        network = load_backbone(backbone, tta_views)
+        if test_time_registers:
+            if not isinstance(network, TimmViT):
+                raise ValueError("test_time_registers needs a plain ViT backbone (no TTA, no trained registers)")
+            network = TestTimeRegisters(network, top_k=test_time_registers)
+        frozen = {"backbone": Teacher(network=network)}
         if reference is not None:
             frozen["reference"] = Teacher(network=load_backbone(reference, tta_views=10))
         for name, source in (("backbone", backbone), ("reference", reference)):
@@ -99,6 +110,16 @@ class LinearProbe(DistillModule):
     @property
     def backbone(self) -> nn.Module:
         return self.teacher["backbone"].network
+
+    def setup(self, stage: str) -> None:
+        """Test-time registers locate their neurons on the first 64 training images (unaugmented), once."""
+        neurons = getattr(self.backbone, "neurons", None)
+        if neurons == {} and self._trainer is not None:
+            dataset = self.trainer.datamodule.dataset("train", augment=False)
+            images = torch.stack([dataset[i]["image"] for i in range(min(64, len(dataset)))]).to(self.device)
+            found = self.backbone.calibrate(images)
+            rank_zero_info(f"LinearProbe: test-time register neurons { ({k: v.tolist() for k, v in found.items()}) }")
+        super().setup(stage)
 
     def features(self, images: Tensor) -> Tensor:
         """The frozen backbone's last-layer patch map [B, D, h, w] (CLS and registers dropped)."""

@@ -245,6 +245,76 @@ class TTADense(nn.Module):
         return tta_dense(self.network.dense_features, images, views, self.network.patch_size[0])
 
 
+class TestTimeRegisters(nn.Module):
+    """The training-free baseline: test-time registers (Jiang et al. 2025, "Vision Transformers Don't Need
+    Trained Registers", nickjiang2378/test-time-registers ``shared/algorithms.py``, ``shared/hook_fn.py``).
+    ``calibrate(images)`` finds the register neurons: on each image, the tokens whose output norm at the last
+    block is an outlier (above median + 3 MAD, where the official code uses a fixed norm of 30 for its large
+    models), the mean absolute MLP activation of every (block, neuron) at those tokens, averaged over the
+    images that have outliers; the ``top_k`` highest. ``dense_features(x)`` then appends one extra token
+    (zeros, no position) and, at those neurons, gives it the maximum activation over all tokens and sets
+    the patch tokens' to 0, so the outliers move out of the image; the map drops CLS and the extra token."""
+
+    def __init__(self, network: TimmViT, top_k: int = 10) -> None:
+        super().__init__()
+        self.network, self.top_k = network, top_k
+        self.neurons: dict[int, Tensor] = {}  # block -> register neuron indices
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["network"], name)
+
+    def _run(self, images: Tensor, hook: Any) -> Tensor:
+        """Final-norm tokens of [CLS, patches, extra] with ``hook(block, activations)`` on every MLP."""
+        vit = self.network.vit
+        x = vit._pos_embed(vit.patch_embed(self.network.normalize(images)))
+        x = torch.cat([x, x.new_zeros(x.shape[0], 1, x.shape[-1])], dim=1)
+        handles = [b.mlp.act.register_forward_hook(lambda m, i, o, k=k: hook(k, o)) for k, b in enumerate(vit.blocks)]
+        try:
+            return vit.norm(vit.blocks(vit.norm_pre(x)))
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @torch.no_grad()
+    def calibrate(self, images: Tensor) -> dict[int, Tensor]:
+        acts: dict[int, Tensor] = {}
+        tokens = self._run(images, lambda k, out: acts.__setitem__(k, out.abs()))
+        norms = tokens[:, 1:-1].norm(dim=-1)  # patch tokens at the last block
+        median = norms.median(dim=1, keepdim=True).values
+        mad = (norms - median).abs().median(dim=1, keepdim=True).values
+        outliers = norms > median + 3 * mad  # [B, N]
+        has = outliers.any(dim=1)
+        if not has.any():
+            raise ValueError("test-time registers: no image has an outlier token to locate register neurons with")
+        weights = outliers[has].float() / outliers[has].sum(dim=1, keepdim=True)
+        scores = torch.stack([torch.einsum("bn,bnh->h", weights, acts[k][has, 1:-1]) / has.sum()
+                              for k in sorted(acts)])  # fmt: skip
+        top = scores.flatten().topk(min(self.top_k, scores.numel())).indices
+        width = scores.shape[1]
+        self.neurons = {}
+        for block in sorted({int(i) // width for i in top}):
+            self.neurons[block] = torch.tensor([int(i) % width for i in top if int(i) // width == block])
+        return self.neurons
+
+    def dense_features(self, images: Tensor) -> Tensor:
+        if not self.neurons:
+            raise RuntimeError("TestTimeRegisters: call calibrate(images) first")
+
+        def shift(block: int, out: Tensor) -> None:
+            idx = self.neurons.get(block)
+            if idx is not None:
+                idx = idx.to(out.device)
+                out[:, -1, idx] = out[:, :, idx].max(dim=1).values
+                out[:, 1:-1, idx] = 0
+
+        tokens = self._run(images, shift)[:, 1:-1]
+        h, w = self.network.grid_for(images.shape[-2:])
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+
+
 def tensors_sha256(module: nn.Module) -> str:
     """sha256 of a module's state (names, shapes and bytes): the identity of an in-memory teacher."""
     digest = hashlib.sha256()

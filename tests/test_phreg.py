@@ -136,3 +136,26 @@ def test_the_tta_teacher_is_a_drop_in_dense_backbone():
     tta = TTADense(teacher, views=4)
     x = torch.rand(1, 3, 32, 48)
     assert tta.dense_features(x).shape == teacher.dense_features(x).shape and tta.embed_dim == 32
+
+
+def test_test_time_registers_move_the_register_neurons_off_the_patches():
+    """After calibration the chosen neurons read 0 on every patch and their maximum on the extra token."""
+    from modules.phreg import TestTimeRegisters
+
+    torch.manual_seed(0)
+    vit = tiny_vit().as_dynamic()
+    ttr = TestTimeRegisters(vit, top_k=5)
+    images = torch.rand(16, 3, 32, 48)
+    neurons = ttr.calibrate(images)
+    assert sum(len(v) for v in neurons.values()) == 5
+    seen = {}
+    block = next(iter(neurons))
+    handle = vit.vit.blocks[block].mlp.act.register_forward_hook(lambda m, i, o: seen.__setitem__("act", o))
+    try:
+        features = ttr.dense_features(images[:2])
+    finally:
+        handle.remove()
+    act = seen["act"][:, :, neurons[block]]  # the very tensor the shift then edits in place
+    assert features.shape == (2, 32, 4, 6)
+    assert torch.all(act[:, 1:-1] == 0) and torch.all(act[:, -1] >= act[:, 0])
+    assert not torch.allclose(features, vit.dense_features(images[:2]))
