@@ -106,6 +106,7 @@ class LinearProbe(DistillModule):
         head = SegmentationProbe(frozen["backbone"].network.embed_dim, num_classes, dropout)
         super().__init__(student=head, teacher=frozen, optimizer=optimizer, lr_scheduler=lr_scheduler)
         self.num_classes, self.ignore_index = num_classes, ignore_index
+        self._cache: dict[tuple[str, int], Tensor] = {}  # (split, sample index) -> feature map, never saved
 
     @property
     def backbone(self) -> nn.Module:
@@ -121,10 +122,23 @@ class LinearProbe(DistillModule):
             rank_zero_info(f"LinearProbe: test-time register neurons { ({k: v.tolist() for k, v in found.items()}) }")
         super().setup(stage)
 
-    def features(self, images: Tensor) -> Tensor:
-        """The frozen backbone's last-layer patch map [B, D, h, w] (CLS and registers dropped)."""
+    def features(self, images: Tensor, split: str | None = None, index: Tensor | None = None) -> Tensor:
+        """The frozen backbone's last-layer patch map [B, D, h, w] (CLS and registers dropped). With the
+        batch's ``split`` and sample ``index`` and un-augmented data, each image's map is computed once and
+        kept (the backbone never changes), so the probe's epochs cost one backbone pass per image in all."""
+        keys = None if split is None or index is None or not self._cacheable else [(split, int(i)) for i in index]
+        if keys is not None and all(k in self._cache for k in keys):
+            return torch.stack([self._cache[k] for k in keys]).to(images.device)
         with torch.no_grad():
-            return self.backbone.dense_features(images)
+            maps = self.backbone.dense_features(images)
+        if keys is not None:
+            self._cache.update(zip(keys, maps.detach().cpu()))
+        return maps
+
+    @property
+    def _cacheable(self) -> bool:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(datamodule, "train_transform", None) == "none"
 
     def logits(self, images: Tensor) -> Tensor:
         return self.student(self.features(images), size=images.shape[-2:])
@@ -133,7 +147,9 @@ class LinearProbe(DistillModule):
         return self.logits(images)
 
     def distill_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"ce": F.cross_entropy(self.logits(batch["image"]), batch["mask"], ignore_index=self.ignore_index)}
+        images = batch["image"]
+        logits = self.student(self.features(images, "train", batch.get("index")), size=images.shape[-2:])
+        return {"ce": F.cross_entropy(logits, batch["mask"], ignore_index=self.ignore_index)}
 
     def depths(self) -> dict[str, int]:
         """The blocks whose outputs the artifact scalars are also taken at (none for a TTA backbone)."""
@@ -158,7 +174,7 @@ class LinearProbe(DistillModule):
 
     def evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         images, mask = batch["image"], batch["mask"]
-        features = self.features(images)
+        features = self.features(images, stage, batch.get("index"))
         logits = self.student(features, size=images.shape[-2:])
         metrics = self.stage_metrics[stage]
         metrics["miou"].update(logits, mask)

@@ -83,3 +83,16 @@ def test_the_probe_reports_artifact_scalars_at_three_depths_and_the_cosine_to_a_
     assert 0 <= result["test/positional"] <= 1 and -1 <= result["test/cos_tta"] <= 1
     # the untrained student is its teacher plus registers: close to the teacher's own TTA target already
     assert result["test/cos_tta"] > 0.5
+
+
+def test_with_unaugmented_data_each_image_goes_through_the_backbone_once(tmp_path):
+    module = LinearProbe(backbone=saved(tiny_mae(), tmp_path / "mae.safetensors"))
+    calls = []
+    dense = module.backbone.dense_features
+    module.backbone.dense_features = lambda x: (calls.append(len(x)), dense(x))[1]
+    data = SegmentationDataModule(root=None, train_size=(32, 48), eval_size=(32, 48), train_transform="none",
+                                  batch_size=16)  # fmt: skip
+    trainer = L.Trainer(max_epochs=3, limit_val_batches=1, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    assert sum(calls) == 96 + 16  # the 96 training images and the one validation batch, each once in 3 epochs
