@@ -68,7 +68,8 @@ def test_the_card_line_is_generated_from_the_typed_input_block():
 
 
 def test_publishing_what_an_arm_starts_from_needs_an_arm_that_starts_after_something():
-    raw = {"name": "toy", "method": "m", "task": "t", "weights": {"file": "checkpoints/x.safetensors", "sha256": "0" * 64},
+    weights = {"file": "checkpoints/x.safetensors", "sha256": "0" * 64}
+    raw = {"name": "toy", "method": "m", "task": "t", "weights": weights,
            "evidence": {"metric": "test/miou", "stages": [{"arm": "s", "config": ["r.yaml"]}],
                         "arms": [{"arm": "probe", "config": ["p.yaml"], "after": "s", "args": ["--b={after}"]},
                                  {"arm": "plain", "config": ["p.yaml"]}]}}  # fmt: skip
