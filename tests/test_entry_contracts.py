@@ -26,7 +26,43 @@ from zoo.units import hu_window, mu_to_hu  # noqa: E402
 
 needs = {
     "planetoid": pytest.mark.skipif(not (SHARED_DATA / "planetoid").is_dir(), reason="needs Cora (data:planetoid)"),
+    "cifar10": pytest.mark.skipif(not (SHARED_DATA / "cifar10").is_dir(), reason="needs CIFAR-10 (data:cifar10)"),
 }
+
+
+def cifar_test(labels: bool = True):
+    """The CIFAR-10 test images as the ImageFolder reader returns them (float RGB in [0, 1], 32 x 32)."""
+    from datamodules.images import ImageFolderDataModule
+
+    dm = ImageFolderDataModule(root="data:cifar10", image_size=32, labels=labels, batch_size=128)
+    dm.setup("test")
+    return dm
+
+
+def image_accuracy(name: str) -> float:
+    """Top-1 (%) of a zoo classifier on the CIFAR-10 test images exactly as the reader returns them."""
+    meta, net, dm = zoo.get(name).meta, zoo.load(name), cifar_test()
+    right = seen = 0
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            meta.input.check(batch["image"], f"{name}: the reader's test images")
+            right += int((net(batch["image"]).argmax(-1) == batch["label"]).sum())
+            seen += len(batch["label"])
+    return 100 * right / seen
+
+
+def mae_pixel_loss(name: str) -> float:
+    """An MAE's masked-patch pixel loss on the CIFAR-10 test images under the evaluation's fixed masks (the
+    module's test step, which seeds each batch's mask with its first sample index)."""
+    import lightning as L
+
+    from modules.dmae import MAEPretrain
+
+    meta, dm = zoo.get(name).meta, cifar_test(labels=False)
+    meta.input.check(next(iter(dm.test_dataloader()))["image"], f"{name}: the reader's test images")
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (result,) = trainer.test(MAEPretrain(zoo.load(name).train()), datamodule=dm, verbose=False)
+    return round(float(result["test/pixel"]), 4)
 
 
 def node_accuracy(name: str, graph, use_graph: bool = True) -> float:
@@ -183,6 +219,7 @@ CHECKS: dict[str, tuple[Callable[[], float | None], list]] = {
     "uniego-uci-soup": (lambda: uci_pixel_contract("uniego-uci-soup"), []),
     "uniego-uci-uniform": (lambda: uci_pixel_contract("uniego-uci-uniform"), []),
     "uniego-uci-proxy-outputs": (lambda: uci_outputs_contract("uniego-uci-proxy-outputs", train_only=True), []),
+    "mae-vit-cifar10": (lambda: mae_pixel_loss("mae-vit-cifar10"), [needs["cifar10"]]),
 }
 for _view in ("fou", "fac", "kar", "zer", "mor"):
     CHECKS[f"uniego-uci-teacher-{_view}"] = (lambda v=_view: uci_view_accuracy(f"uniego-uci-teacher-{v}", v), [])

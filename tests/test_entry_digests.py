@@ -17,6 +17,7 @@ PINNED = {
     "codec-teacher-librispeech": "cd82562e5bcbb108",  # republished with the official stem norm and SiLU
     "codec-teacher-librispeech-r1": "f657e3684957663b",  # the first release, as published
     "distilcodec-librispeech": "0db26815c67ea74d",
+    "mae-vit-cifar10": "2eaa9e0ee1c2b437",
     "ffg2m-cora-gcn-mlp": "28daf9f038045924",
     "gcn-cora": "74b82f71a3213071",
     "gcn-cora-ind": "5152b41ae13cc48f",
@@ -77,6 +78,16 @@ def entry_output(name: str) -> torch.Tensor:
             return hu_to_mu(loaded(mu_to_hu(torch.rand(2, 1, 64, 64, generator=g) * 0.3)), clip=False)
         if cls == "ViewNet":
             return loaded(torch.randint(0, 7, (4, *loaded.init_args["in_shape"]), generator=g).float())
+        if cls in ("MaskedAutoencoder", "TimmViT", "DistilledViT", "RegisterViT"):  # images in [0, 1]
+            images = torch.rand(2, 3, 32, 32, generator=g)
+            if cls == "MaskedAutoencoder":  # every patch predicted under one fixed mask
+                from modules.nets import random_mask
+
+                noise = torch.rand(2, loaded.encoder.num_patches, generator=g)
+                return loaded(images, random_mask(2, loaded.encoder.num_patches, 0.75, noise=noise))
+            if cls == "RegisterViT":
+                return loaded.dense_features(images)
+            return loaded(images)
     raise AssertionError(f"no fixed input for {name} ({cls}); add one")
 
 

@@ -28,7 +28,12 @@ def is_overlay(recipe: str) -> bool:
 
 
 # Overlays laid over another recipe than the first full one of their folder.
-OVERLAY_BASES = {"recipes/dmae/cpu.yaml": "recipes/dmae/teacher.yaml"}
+OVERLAY_BASES = {
+    "recipes/dmae/cpu.yaml": "recipes/dmae/teacher.yaml",
+    "recipes/dmae/paper.yaml": "recipes/dmae/distill.yaml",
+    "recipes/g2sd/paper.yaml": "recipes/g2sd/generic.yaml",
+    "recipes/g2sd/paper_specific.yaml": "recipes/g2sd/specific.yaml",
+}
 
 
 def overlay_base(recipe: str) -> str:
