@@ -134,29 +134,41 @@ def phreg_loss(student: Tensor, target: Tensor) -> dict[str, Tensor]:
     return {"cosine": 1 - (s * t).sum(dim=1).mean(), "mse": F.mse_loss(student, target)}
 
 
+def value_path(block: nn.Module, x: Tensor) -> Tensor:
+    """The official CLIP student's last block (MaskCLIP / ClearCLIP style): ``W_o (W_v LN1(x) + b_v) + b_o``,
+    the attention's value and output projections only, with no residual and no MLP. ``block`` is a timm
+    ``Block`` (its ``attn.qkv`` holds [W_q; W_k; W_v])."""
+    attn, width = block.attn, x.shape[-1]
+    value = attn.qkv(block.norm1(x))[..., 2 * width :]
+    return attn.proj(attn.norm(value))
+
+
 @exportable
 class RegisterViT(nn.Module):
     """A ``TimmViT`` with ``num_registers`` register tokens in front of CLS that get no positional embedding
     (PH-Reg's student, ``studentDINOv2.py``). ``forward`` is the ViT's own head on [CLS, patches] (registers
     left out); ``dense_features(x)`` the final-norm patch tokens [B, D, h, w] (CLS and registers dropped);
     ``block_features(x, blocks)`` the same maps after the listed blocks (0-based, before the final norm).
-    ``vit_kwargs`` are ``TimmViT``'s. Images in [0, 1]."""
+    ``vit_kwargs`` are ``TimmViT``'s; a CLIP tower (``dense_head``) gives its dense features through the
+    projection, and ``value_last_block`` swaps the last block for :func:`value_path` (the official CLIP
+    student). Images in [0, 1]."""
 
-    def __init__(self, vit_kwargs: dict[str, Any], num_registers: int = 16) -> None:
+    def __init__(self, vit_kwargs: dict[str, Any], num_registers: int = 16, value_last_block: bool = False) -> None:
         super().__init__()
         if num_registers < 0:
             raise ValueError(f"num_registers must be >= 0, got {num_registers}")
         self.backbone = TimmViT(**vit_kwargs)
         dim = self.backbone.embed_dim
-        self.num_registers = num_registers
+        self.num_registers, self.value_last_block = num_registers, value_last_block
         self.registers = nn.Parameter(torch.randn(1, num_registers, dim) / math.sqrt(dim)) if num_registers else None
 
     @classmethod
-    def from_vit(cls, vit: TimmViT, num_registers: int = 16) -> RegisterViT:
-        """A copy of ``vit`` (its weights, at any resolution) plus fresh registers: the student's start."""
+    def from_vit(cls, vit: TimmViT, num_registers: int = 16, value_last_block: bool = False) -> RegisterViT:
+        """A copy of ``vit`` (its weights, at any resolution) plus fresh registers: the student's start.
+        ``value_last_block``: the last block becomes the value path of the official CLIP student."""
         kwargs = dict(vit.init_args, dynamic_img_size=True, pretrained=False)
         kwargs["mean"], kwargs["std"] = vit.mean.flatten().tolist(), vit.std.flatten().tolist()
-        student = cls(kwargs, num_registers)
+        student = cls(kwargs, num_registers, value_last_block)
         student.backbone.vit.load_state_dict(vit.vit.state_dict())
         return student
 
@@ -189,13 +201,19 @@ class RegisterViT(nn.Module):
 
     def forward_features(self, images: Tensor) -> Tensor:
         """Final-norm tokens [B, registers + CLS + N, D], registers first."""
-        return self.backbone.vit.norm(self.backbone.vit.blocks(self._tokens(images)))
+        vit, x = self.backbone.vit, self._tokens(images)
+        if not self.value_last_block:
+            return vit.norm(vit.blocks(x))
+        return vit.norm(value_path(vit.blocks[-1], vit.blocks[:-1](x)))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.backbone.vit.forward_head(self.forward_features(images)[:, self.num_registers :])
 
     def dense_features(self, images: Tensor) -> Tensor:
-        return self._map(self.forward_features(images), images)
+        tokens = self.forward_features(images)
+        if self.backbone.dense_head:  # CLIP: every token through the projection, as the teacher's
+            tokens = self.backbone.vit.head(tokens)
+        return self._map(tokens, images)
 
     def block_features(self, images: Tensor, blocks: Sequence[int]) -> list[Tensor]:
         x, out = self._tokens(images), {}
@@ -329,7 +347,8 @@ class PHReg(DistillModule):
     """PH-Reg (``distill_main.py``): ``teacher`` a frozen ``TimmViT`` (e.g. ``Teacher(weights=zoo:NAME)``),
     run at the data's resolution with an interpolated positional embedding; the student is a copy of it plus
     ``num_registers`` registers (built here unless given) with ``unlock`` (``phreg``: registers, positional
-    embedding, patch embedding, last block; ``registers``: the registers alone). Terms ``cosine`` and ``mse``
+    embedding, patch embedding, last block; ``registers``: the registers alone); ``value_last_block`` for a CLIP
+    teacher (:func:`modules.nets.clip.clip_vit`), as the official CLIP student. Terms ``cosine`` and ``mse``
     (``loss_weights`` scale them, ``mse`` 1.0 as the official run); ``views`` TTA passes per target.
     Training targets are precomputed once (``target_file``, else a file named by the teacher's and the
     images' sha256 under the zoo cache) for the un-augmented training images; validation and test report
@@ -341,6 +360,7 @@ class PHReg(DistillModule):
         student: nn.Module | None = None,
         num_registers: int = 16,
         unlock: Literal["phreg", "registers"] = "phreg",
+        value_last_block: bool = False,
         views: int = 10,
         candidates: int = 100,
         max_shift: int | None = None,
@@ -355,7 +375,7 @@ class PHReg(DistillModule):
             raise TypeError(f"PH-Reg's teacher must be a TimmViT, got {type(network).__name__}")
         self.teacher.network = network.as_dynamic().requires_grad_(False).eval()
         if student is None:
-            self.student = RegisterViT.from_vit(self.teacher.network, num_registers)
+            self.student = RegisterViT.from_vit(self.teacher.network, num_registers, value_last_block)
         if not isinstance(self.student, RegisterViT):
             raise TypeError(f"PH-Reg's student must be a RegisterViT, got {type(self.student).__name__}")
         self.unlocked = self.student.unlock(unlock)

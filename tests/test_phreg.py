@@ -159,3 +159,48 @@ def test_test_time_registers_move_the_register_neurons_off_the_patches():
     assert features.shape == (2, 32, 4, 6)
     assert torch.all(act[:, 1:-1] == 0) and torch.all(act[:, -1] >= act[:, 0])
     assert not torch.allclose(features, vit.dense_features(images[:2]))
+
+
+def small_clip_tower():
+    from open_clip.transformer import QuickGELU
+    from open_clip.transformer import VisionTransformer as ClipTower
+
+    torch.manual_seed(0)
+    tower = ClipTower(image_size=32, patch_size=8, width=32, layers=2, heads=2, mlp_ratio=4.0, output_dim=16,
+                      act_layer=QuickGELU)  # fmt: skip
+    with torch.no_grad():  # open_clip starts some of these at zero; random values make the comparison bite
+        tower.proj.normal_()
+        for block in tower.transformer.resblocks:
+            block.attn.in_proj_bias.normal_(std=0.1)
+    return tower.eval()
+
+
+def test_an_open_clip_tower_becomes_a_timm_vit_computing_the_same_embedding_and_value_path():
+    """CLIP's path, offline: a small open_clip image tower converted through timm's OpenAI-CLIP mapping gives
+    the same pooled projection on CLIP-normalised pixels, its dense features go through the projection, and
+    the student's value-only last block is W_o (W_v LN1(x) + b_v) + b_o of the original block."""
+    from modules.nets.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, from_open_clip
+    from modules.phreg import value_path
+
+    tower = small_clip_tower()
+    vit = from_open_clip(tower).eval()
+    x = torch.rand(2, 3, 32, 32)
+    normalised = (x - torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(vit(x), tower(normalised), atol=1e-5)
+        assert vit.dense_features(x).shape == (2, 16, 4, 4)  # patch tokens in the 16-d joint space
+        tokens = torch.randn(2, 17, 32)
+        block = tower.transformer.resblocks[-1]
+        w, b = block.attn.in_proj_weight[64:], block.attn.in_proj_bias[64:]
+        expected = block.attn.out_proj(F.linear(block.ln_1(tokens), w, b))
+        assert torch.allclose(value_path(vit.vit.blocks[-1], tokens), expected, atol=1e-5)
+    student = RegisterViT.from_vit(vit, num_registers=2, value_last_block=True)
+    assert student.dense_features(torch.rand(1, 3, 48, 64)).shape == (1, 16, 6, 8)
+
+
+def test_clip_weights_that_cannot_be_fetched_name_what_to_download(monkeypatch):
+    from modules.nets.clip import clip_vit
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match=r"ViT-B-16.*openai.*create_model_and_transforms"):
+        clip_vit("ViT-B-16", "openai")

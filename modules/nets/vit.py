@@ -7,6 +7,7 @@ stays cheap for the methods and entries that never build one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +62,9 @@ class TimmViT(nn.Module):
     ``mean``/``std`` default to the timm model's pretrained config (augreg ViTs use 0.5, not ImageNet's
     statistics) and otherwise to ImageNet's. ``dynamic_img_size=True`` accepts any input size that is a
     multiple of the patch, interpolating the positional embedding (timm's option), so a ViT trained at 224²
-    runs at CamVid's 360×480. The state dict is the timm model's under ``vit.``.
+    runs at CamVid's 360×480. ``dense_head`` passes every token of ``dense_features`` through the head (a CLIP
+    tower's projection, :mod:`modules.nets.clip`); ``norm_eps`` builds every LayerNorm at that eps. The state
+    dict is the timm model's under ``vit.``.
     """
 
     spec_overrides = {"pretrained": False}  # a rebuilt ViT takes the zoo's weights, never a hub download
@@ -74,12 +77,16 @@ class TimmViT(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         dynamic_img_size: bool = False,
+        dense_head: bool = False,
+        norm_eps: float | None = None,
     ) -> None:
         super().__init__()
         import timm
         from timm.models.vision_transformer import VisionTransformer
 
         kwargs = dict(timm_kwargs or {})
+        if norm_eps is not None:  # torch's LayerNorm at this eps (CLIP's 1e-5; timm's ViTs use 1e-6)
+            kwargs["norm_layer"] = functools.partial(nn.LayerNorm, eps=norm_eps)
         if "dynamic_img_size" in kwargs:
             raise ValueError("TimmViT: pass dynamic_img_size as its own argument, not inside timm_kwargs")
         if "pretrained" in kwargs:
@@ -105,6 +112,7 @@ class TimmViT(nn.Module):
                     f"TimmViT wraps timm VisionTransformer models; {model_name!r} builds a {type(vit).__name__}"
                 )
         self.vit: VisionTransformer = vit
+        self.dense_head = dense_head
         # a named model's own statistics by default: silently wrong normalisation is the classic trap
         cfg = (getattr(vit, "pretrained_cfg", None) or {}) if model_name else {}
         mean = tuple(float(v) for v in (mean if mean is not None else cfg.get("mean", IMAGENET_MEAN)))
@@ -200,6 +208,8 @@ class TimmViT(nn.Module):
         """Images -> final-norm patch tokens as a map [B, D, h, w] (CLS and registers dropped): what dense
         probes and PH-Reg read."""
         tokens = self.forward_features(x)[:, self.num_prefix_tokens :]
+        if self.dense_head:  # every token through the head (CLIP's projection into the joint space)
+            tokens = self.vit.head(tokens)
         h, w = self.grid_for(x.shape[-2:])
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
 
