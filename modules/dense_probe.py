@@ -113,7 +113,16 @@ class LinearProbe(DistillModule):
         return self.teacher["backbone"].network
 
     def setup(self, stage: str) -> None:
-        """Test-time registers locate their neurons on the first 64 training images (unaugmented), once."""
+        """The data's classes must be the head's; test-time registers locate their neurons on the first 64
+        training images (unaugmented), once."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        for what, mine in (("num_classes", self.num_classes), ("ignore_index", self.ignore_index)):
+            theirs = getattr(datamodule, what, mine)
+            if theirs != mine:
+                raise ValueError(
+                    f"LinearProbe: the data has {what}={theirs}, the probe {mine}; give the probe the same "
+                    f"(--model.init_args.{what}={theirs})"
+                )
         neurons = getattr(self.backbone, "neurons", None)
         if neurons == {} and self._trainer is not None:
             dataset = self.trainer.datamodule.dataset("train", augment=False)

@@ -96,3 +96,11 @@ def test_with_unaugmented_data_each_image_goes_through_the_backbone_once(tmp_pat
                         enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(module, datamodule=data)
     assert sum(calls) == 96 + 16  # the 96 training images and the one validation batch, each once in 3 epochs
+
+
+def test_a_probe_for_other_classes_than_the_data_has_stops_naming_both(tmp_path):
+    module = LinearProbe(backbone=saved(tiny_mae(), tmp_path / "mae.safetensors"), num_classes=5)
+    data = SegmentationDataModule(root=None, train_size=(32, 48), eval_size=(32, 48), batch_size=8)
+    trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"the data has num_classes=11, the probe 5.*--model.init_args.num_classes=11"):
+        trainer.fit(module, datamodule=data)
