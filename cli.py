@@ -162,6 +162,25 @@ def check_config_files(args: list[str]) -> None:
 RESUME_ROOT = registry.REPO_ROOT / "runs" / "fits"  # unfinished evidence fits, resumed from their last epoch
 
 
+def join_csv(parts: list[Path], out: Path) -> None:
+    """Concatenate CSV files (the curve of a fit that resumed, piece by piece) under the union of their
+    columns; missing parts are skipped."""
+    import csv
+
+    rows, columns = [], {}
+    for part in parts:
+        if part.is_file():
+            with open(part, newline="") as handle:
+                reader = csv.DictReader(handle)
+                columns.update(dict.fromkeys(reader.fieldnames or []))
+                rows += list(reader)
+    if rows:
+        with open(out, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(columns))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 def fit_dir(arm: schema.Arm, seed: int) -> Path:
     """Where evidence_fit works on ``arm`` at ``seed`` (kept until the fit ends, so a new session resumes)."""
     return RESUME_ROOT / f"{evidence.arm_slug(arm)}-{evidence.fingerprint(arm)}-seed{seed}"
@@ -200,11 +219,15 @@ def evidence_fit(
     ]
     if not last.is_file():  # a recipe's own save_last checkpoint serves as well
         last = workdir / "checkpoints" / "last.ckpt"
+    logged = workdir / "log" / "version_0" / "metrics.csv"  # every logged metric by step (CSVLogger)
     if last.is_file():
         print(f"[evidence] resuming {arm.arm!r} seed {seed} from {last}", flush=True)
         args.append(f"--ckpt_path={last}")
+        if logged.is_file():  # CSVLogger deletes it when a run starts: keep the curve so far
+            logged.rename(workdir / f"metrics-before-{len(list(workdir.glob('metrics-before-*.csv')))}.csv")
     result = lightning_main(args)
-    curves = workdir / "log" / "version_0" / "metrics.csv"  # every logged metric by step (CSVLogger)
+    curves = workdir / "metrics.csv"
+    join_csv([*sorted(workdir.glob("metrics-before-*.csv")), logged], curves)
     if keep is not None and seed == 0 and result.best_ckpt:
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.best_ckpt, keep / f"{evidence.arm_slug(arm)}.ckpt")

@@ -666,6 +666,7 @@ def test_an_interrupted_evidence_fit_resumes_from_its_last_epoch(tmp_path, monke
     target = cli.fit_dir(arm, 0) / "resume" / "last.ckpt"
     target.parent.mkdir(parents=True)
     partial.rename(target)
+    (cli.fit_dir(short, 0) / "log").rename(cli.fit_dir(arm, 0) / "log")  # its curve so far, as a killed run leaves it
     capsys.readouterr()
     saves.clear()
     monkeypatch.setattr(cli.ModelCheckpoint, "_save_checkpoint", lambda s, t, f: (saves.append(f), save(s, t, f)))
@@ -673,7 +674,9 @@ def test_an_interrupted_evidence_fit_resumes_from_its_last_epoch(tmp_path, monke
     assert f"resuming 'mlp' seed 0 from {target}" in capsys.readouterr().out
     assert saves.count(str(target)) == 1  # only the third epoch was trained
     assert "test/acc" in tests and (tmp_path / "kept/mlp.ckpt").is_file()
-    assert "train/loss" in (tmp_path / "kept/mlp.metrics.csv").read_text()  # the curves, both runs appended
+    curve = (tmp_path / "kept/mlp.metrics.csv").read_text().splitlines()
+    epochs = {int(row.split(",")[0]) for row in curve[1:] if row.split(",")[0].isdigit()}
+    assert curve[0].startswith("epoch") and {0, 1, 2} <= epochs  # before and after the resume, in one curve
     assert not cli.fit_dir(arm, 0).exists()  # a finished fit removes its folder
 
 
