@@ -220,6 +220,7 @@ CHECKS: dict[str, tuple[Callable[[], float | None], list]] = {
     "uniego-uci-uniform": (lambda: uci_pixel_contract("uniego-uci-uniform"), []),
     "uniego-uci-proxy-outputs": (lambda: uci_outputs_contract("uniego-uci-proxy-outputs", train_only=True), []),
     "mae-vit-cifar10": (lambda: mae_pixel_loss("mae-vit-cifar10"), [needs["cifar10"]]),
+    "mae-vit-cifar10-ft": (lambda: image_accuracy("mae-vit-cifar10-ft"), [needs["cifar10"]]),
 }
 for _view in ("fou", "fac", "kar", "zer", "mor"):
     CHECKS[f"uniego-uci-teacher-{_view}"] = (lambda v=_view: uci_view_accuracy(f"uniego-uci-teacher-{v}", v), [])

@@ -18,6 +18,7 @@ PINNED = {
     "codec-teacher-librispeech-r1": "f657e3684957663b",  # the first release, as published
     "distilcodec-librispeech": "0db26815c67ea74d",
     "mae-vit-cifar10": "2eaa9e0ee1c2b437",
+    "mae-vit-cifar10-ft": "56c164ef8375dd77",
     "ffg2m-cora-gcn-mlp": "28daf9f038045924",
     "gcn-cora": "74b82f71a3213071",
     "gcn-cora-ind": "5152b41ae13cc48f",
