@@ -128,3 +128,24 @@ def test_fine_tuning_on_a_folder_with_other_classes_replaces_the_head_and_says_s
     trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     with pytest.raises(ValueError, match="image_size 24 does not fit the student"):
         trainer.fit(module, datamodule=small)
+
+
+def test_the_finetune_recipe_starts_from_the_zoo_encoder_on_the_embedded_default(tmp_path, capsys):
+    """recipes/vit/finetune.yaml + teacher.yaml: the published MAE teacher's encoder, fine-tuned on a folder
+    (here the embedded shapes, as on a fresh machine); the encoder's weights are the zoo's before the step."""
+    import cli
+    import zoo
+
+    built = cli.lightning_main(
+        ["--config=recipes/vit/finetune.yaml", "--config=recipes/vit/teacher.yaml", "--data.init_args.root=null"],
+        run=False,
+    )
+    mae = zoo.load("mae-vit-cifar10")
+    assert torch.equal(built.model.student.vit.blocks[3].mlp.fc1.weight, mae.encoder.vit.blocks[3].mlp.fc1.weight)
+    assert (
+        "encoder from zoo:mae-vit-cifar10; fresh: fc_norm.weight, fc_norm.bias, head.weight" in capsys.readouterr().out
+    )
+    result = cli.main(["fit", "--config=recipes/vit/finetune.yaml", "--config=recipes/vit/teacher.yaml",
+                       "--data.init_args.root=null", "--trainer.fast_dev_run=true",
+                       f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
+    assert result.trainer.state.finished and result.model.student.num_classes == 10
