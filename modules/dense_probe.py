@@ -115,7 +115,7 @@ class LinearProbe(DistillModule):
     def setup(self, stage: str) -> None:
         """The data's classes must be the head's; test-time registers locate their neurons on the first 64
         training images (unaugmented), once."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.attached_datamodule
         for what, mine in (("num_classes", self.num_classes), ("ignore_index", self.ignore_index)):
             theirs = getattr(datamodule, what, mine)
             if theirs != mine:
@@ -146,7 +146,7 @@ class LinearProbe(DistillModule):
 
     @property
     def _cacheable(self) -> bool:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.attached_datamodule
         return getattr(datamodule, "train_transform", None) == "none"
 
     def logits(self, images: Tensor) -> Tensor:

@@ -76,7 +76,7 @@ class MAEPretrain(DistillModule):
         self.mask_ratio = mask_ratio
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.attached_datamodule
         check_image_size(type(self).__name__, self.student.encoder, datamodule)
         super().setup(stage)
 

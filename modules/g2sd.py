@@ -206,7 +206,7 @@ class SpecificDistill(DistillModule):
     def setup(self, stage: str) -> None:
         """Fit the student to the datamodule before anything is built on it: a folder with another class count
         gets fresh heads (logged), an image size the ViT was not made for fails naming both."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.attached_datamodule
         classes = getattr(datamodule, "num_classes", None) if getattr(datamodule, "labels", True) else None
         if isinstance(classes, int) and classes != self.student.num_classes:
             if self.teacher is not None:

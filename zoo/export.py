@@ -150,9 +150,12 @@ def _publish_locked(
     return weights_path
 
 
-def checkpoint_student(ckpt: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The student's constructor spec and tensors of a distillzoo Lightning checkpoint (``weights_only``)."""
-    checkpoint = read_checkpoint(ckpt)
+def checkpoint_student(
+    ckpt: str | Path, checkpoint: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The student's constructor spec and tensors of a distillzoo Lightning checkpoint (``weights_only``; give
+    ``checkpoint`` when it is already read)."""
+    checkpoint = read_checkpoint(ckpt) if checkpoint is None else checkpoint
     info = checkpoint.get("distillzoo") or {}
     spec = info.get("student_spec") if isinstance(info, dict) else None
     if spec is None:
@@ -184,7 +187,7 @@ def export(
     """
     checkpoint = read_checkpoint(ckpt)
     info = checkpoint.get("distillzoo") or {}
-    spec, tensors = checkpoint_student(ckpt)
+    spec, tensors = checkpoint_student(ckpt, checkpoint)
     store.load_into(store.build(spec, str(ckpt)), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
     fields = dict(meta or {}, student=spec)
     teachers = info.get("teachers") or {}

@@ -146,6 +146,11 @@ class DistillModule(L.LightningModule):
             return float(self.loss_weights[f"{step}/{term}"])
         return float(self.loss_weights.get(term, 1.0))
 
+    @property
+    def attached_datamodule(self) -> Any:
+        """The trainer's datamodule, or None when the module is not being fitted or tested with one."""
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
     def setup(self, stage: str) -> None:
         if stage == "fit":
             teachers = [t for t in self.modules() if isinstance(getattr(t, "manifest", None), dict)]
