@@ -259,6 +259,7 @@ def zoo_main(argv: list[str]) -> int:
     exp.add_argument("--weights-dir", type=Path)
     exp.add_argument("--entries-dir", type=Path)
     exp.add_argument("--overwrite", action="store_true")
+    exp.add_argument("--part", help="for a checkpoint of several students (e.g. cnn, vit): the one to export")
     crd = sub.add_parser("cards", help="regenerate MODEL_CARDS.md from the metafiles")
     crd.add_argument("--output", type=Path)
     ev = sub.add_parser("evidence", help="run an entry's arms over seeds and write the result rows")
@@ -297,7 +298,9 @@ def zoo_main(argv: list[str]) -> int:
         return 1 if failed else 0
     elif opts.command == "export":
         meta = read_yaml_mapping(Path(opts.meta).expanduser(), "--meta file") if opts.meta else None
-        path = export.export(opts.ckpt, opts.name, meta, opts.weights_dir, opts.entries_dir, opts.overwrite)
+        path = export.export(
+            opts.ckpt, opts.name, meta, opts.weights_dir, opts.entries_dir, opts.overwrite, part=opts.part
+        )
         print(f"exported {opts.name}: {path}")
     elif opts.command == "cards":
         print(f"wrote {cards.write(opts.output)}")

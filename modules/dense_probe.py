@@ -115,14 +115,7 @@ class LinearProbe(DistillModule):
     def setup(self, stage: str) -> None:
         """The data's classes must be the head's; test-time registers locate their neurons on the first 64
         training images (unaugmented), once."""
-        datamodule = self.attached_datamodule
-        for what, mine in (("num_classes", self.num_classes), ("ignore_index", self.ignore_index)):
-            theirs = getattr(datamodule, what, mine)
-            if theirs != mine:
-                raise ValueError(
-                    f"LinearProbe: the data has {what}={theirs}, the probe {mine}; give the probe the same "
-                    f"(--model.init_args.{what}={theirs})"
-                )
+        self.require_data_agrees("num_classes", "ignore_index")
         neurons = getattr(self.backbone, "neurons", None)
         if neurons == {} and self._trainer is not None:
             dataset = self.trainer.datamodule.dataset("train", augment=False)

@@ -102,5 +102,5 @@ def test_a_probe_for_other_classes_than_the_data_has_stops_naming_both(tmp_path)
     module = LinearProbe(backbone=saved(tiny_mae(), tmp_path / "mae.safetensors"), num_classes=5)
     data = SegmentationDataModule(root=None, train_size=(32, 48), eval_size=(32, 48), batch_size=8)
     trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"the data has num_classes=11, the probe 5.*--model.init_args.num_classes=11"):
+    with pytest.raises(ValueError, match=r"the data has num_classes=11, the model 5.*--model.init_args.num_classes=11"):
         trainer.fit(module, datamodule=data)

@@ -151,22 +151,42 @@ def _publish_locked(
 
 
 def checkpoint_student(
-    ckpt: str | Path, checkpoint: dict[str, Any] | None = None
+    ckpt: str | Path, checkpoint: dict[str, Any] | None = None, part: str | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The student's constructor spec and tensors of a distillzoo Lightning checkpoint (``weights_only``; give
-    ``checkpoint`` when it is already read)."""
+    ``checkpoint`` when it is already read). A checkpoint of several students (``parts``, two collaborating
+    students) needs ``part``: that student's spec and its ``student.<part>.`` tensors.
+
+    Raises:
+        ValueError: naming the checkpoint, without a spec, with ``part`` missing or unknown, or with ``part``
+            given for a one-student checkpoint.
+    """
     checkpoint = read_checkpoint(ckpt) if checkpoint is None else checkpoint
     info = checkpoint.get("distillzoo") or {}
-    spec = info.get("student_spec") if isinstance(info, dict) else None
+    info = info if isinstance(info, dict) else {}
+    parts = info.get("parts")
+    tensors = student_tensors(checkpoint)
+    if isinstance(parts, dict) and parts:
+        if part not in parts:
+            what = "names no part" if part is None else f"names part {part!r}, which it does not hold"
+            raise ValueError(
+                f"{ckpt} holds {len(parts)} students ({', '.join(sorted(parts))}) and the export {what}; pick one "
+                "(zoo export --part NAME)"
+            )
+        prefix = f"{part}."
+        return parts[part], {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+    if part is not None:
+        raise ValueError(f"{ckpt} holds one student, not parts; export it without --part (got {part!r})")
+    spec = info.get("student_spec")
     if spec is None:
         raise ValueError(f"{ckpt} has no student constructor spec (checkpoint['distillzoo']['student_spec'])")
-    return spec, student_tensors(checkpoint)
+    return spec, tensors
 
 
-def load_student(ckpt: str | Path) -> torch.nn.Module:
-    """The student network of a distillzoo Lightning checkpoint, rebuilt from its spec and loaded strictly, in
-    eval mode: how a second training stage starts from the first stage's checkpoint."""
-    spec, tensors = checkpoint_student(ckpt)
+def load_student(ckpt: str | Path, part: str | None = None) -> torch.nn.Module:
+    """The student network (or the student ``part``) of a distillzoo Lightning checkpoint, rebuilt from its spec
+    and loaded strictly, in eval mode: how a second training stage starts from the first stage's checkpoint."""
+    spec, tensors = checkpoint_student(ckpt, part=part)
     network = store.build(spec, str(ckpt))
     return store.load_into(network, store.Weights(tensors, spec, str(ckpt), "", Path(ckpt))).eval()
 
@@ -178,8 +198,10 @@ def export(
     weights_dir: Path | None = None,
     entries_dir: Path | None = None,
     overwrite: bool = False,
+    part: str | None = None,
 ) -> Path:
-    """Publish the student of a Lightning checkpoint as zoo entry ``name`` (see :func:`publish`).
+    """Publish the student of a Lightning checkpoint (or its student ``part``, for a checkpoint of several) as zoo
+    entry ``name`` (see :func:`publish`).
 
     The checkpoint is opened with ``weights_only=True``; only ``student.*`` tensors leave it (the
     teacher is never exported). The student is rebuilt from the spec and loaded strictly before
@@ -187,7 +209,7 @@ def export(
     """
     checkpoint = read_checkpoint(ckpt)
     info = checkpoint.get("distillzoo") or {}
-    spec, tensors = checkpoint_student(ckpt, checkpoint)
+    spec, tensors = checkpoint_student(ckpt, checkpoint, part)
     store.load_into(store.build(spec, str(ckpt)), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
     fields = dict(meta or {}, student=spec)
     teachers = info.get("teachers") or {}

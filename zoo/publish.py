@@ -84,6 +84,6 @@ def publish(
         kept = evidence.stage_checkpoint(name, source, 0)
         if not kept.is_file():
             raise FileNotFoundError(f"{kept} (seed 0 of {source.arm!r}) is missing: rerun its evidence with --fresh")
-        return export.export(kept, name, overwrite=True)
+        return export.export(kept, name, overwrite=True, part=plan.part)
     seed0 = next((r["test"] for r in results.get("runs", {}).get(arm.arm, []) if r["seed"] == 0), None)
-    return export.export(_checkpoint(arm, fit, keep, seed0), name, overwrite=True)
+    return export.export(_checkpoint(arm, fit, keep, seed0), name, overwrite=True, part=plan.part)

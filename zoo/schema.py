@@ -300,7 +300,8 @@ class Publish:
     entry from other entries (precomputed teacher outputs, a soup of networks). ``figures``: scripts under
     ``scripts/`` with their arguments, run afterwards; ``{keep}`` is the folder of the kept seed-0
     checkpoints, ``{name}`` the entry. ``export: after`` publishes what the arm starts from (the stage a
-    dense-probe arm measures) instead of the arm's own fit."""
+    dense-probe arm measures) instead of the arm's own fit. ``part``: for a fit of several students (two
+    collaborating students), the one this entry publishes."""
 
     arm: str | None = None
     fit: Fit | None = None
@@ -309,6 +310,7 @@ class Publish:
     figures: list[list[str]] = _many(list)
     # "after": publish the network the arm starts from (its stage's seed-0 fit), as a probe arm measures it
     export: Literal["arm", "after"] = "arm"
+    part: str | None = None
 
 
 @dataclass(frozen=True)

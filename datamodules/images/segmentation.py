@@ -24,7 +24,7 @@ from datamodules.images.camvid import CAMVID_CLASSES
 from datamodules.images.folder import read_image
 from datamodules.splits import SPLITS
 
-__all__ = ["CAMVID_CLASSES", "SegmentationDataModule", "TRAIN_TRANSFORMS", "read_label"]
+__all__ = ["CAMVID_CLASSES", "SegmentationDataModule", "TRAIN_TRANSFORMS", "corrupt_blobs", "read_label"]
 
 TRAIN_TRANSFORMS = ("flip_scale_crop", "none")
 LABEL_MODES = ("L", "P", "I", "I;16")  # single-channel PNG modes whose pixel values are class ids
@@ -71,18 +71,21 @@ def _resize_pair(image: Tensor, mask: Tensor, size: Sequence[int]) -> tuple[Tens
 
 class _ScaleCropFlip:
     """Training augmentation: resize to ``s * size`` with ``s ~ U(scale_range)`` (image bilinear, label nearest),
-    pad to at least ``size`` (image 0, label ``ignore_index``, at the bottom and right), crop ``size`` at a random
-    place, flip horizontally with probability 1/2. This is the DeepLab / mmsegmentation recipe (random rescale
-    0.5-2.0, random crop, flip) used by CIRKD's CamVid protocol, with the crop expressed at the training size."""
+    pad to at least ``crop`` (image 0, label ``ignore_index``, at the bottom and right), crop ``crop`` (default
+    ``size``) at a random place, flip horizontally with probability 1/2. This is the DeepLab / mmsegmentation
+    recipe (random rescale 0.5-2.0 of the base size, random crop, flip) used by CIRKD's CamVid protocol."""
 
-    def __init__(self, size: Sequence[int] | None, scale_range: Sequence[float], ignore_index: int) -> None:
-        self.size, self.scale_range, self.ignore_index = size, tuple(scale_range), ignore_index
+    def __init__(
+        self, size: Sequence[int] | None, scale_range: Sequence[float], ignore_index: int, crop: Sequence[int] | None
+    ) -> None:
+        self.size, self.scale_range, self.ignore_index, self.crop = size, tuple(scale_range), ignore_index, crop
 
     def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        h, w = self.size or image.shape[-2:]
+        base = self.size or image.shape[-2:]
+        h, w = self.crop or base
         lo, hi = self.scale_range
         s = lo + (hi - lo) * float(torch.rand(()))
-        sh, sw = max(1, round(s * h)), max(1, round(s * w))
+        sh, sw = max(1, round(s * base[0])), max(1, round(s * base[1]))
         image, mask = _resize_pair(image, mask, (sh, sw))
         if sh < h or sw < w:
             pad_h, pad_w = max(h - sh, 0), max(w - sw, 0)
@@ -129,6 +132,52 @@ class _FilePairs:
                 f"ignore index {self.ignore_index}"
             )
         return image, mask
+
+
+def corrupt_blobs(mask: Tensor, share: float, num_classes: int, ignore_index: int, seed: int) -> Tensor:
+    """A copy of label ``mask`` [H, W] with about ``share`` of its labelled pixels relabelled in random blobs:
+    ellipses (radii 3-12% of the shorter side, random centre and tilt) each painted with one random class,
+    until the changed labelled pixels reach ``share``; void pixels stay void. Deterministic in ``seed``, so a
+    corrupted training set is the same in every epoch and worker (fixed label noise, not fresh noise)."""
+    if share <= 0:
+        return mask
+    g = torch.Generator().manual_seed(int(seed))
+    out, labelled = mask.clone(), mask != ignore_index
+    goal = share * int(labelled.sum())
+    h, w = mask.shape
+    rows, cols = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
+    for _ in range(10_000):  # a bound, never reached for share < 1 in practice
+        if int((out != mask).sum()) >= goal:
+            break
+        cy, cx = float(torch.rand((), generator=g)) * h, float(torch.rand((), generator=g)) * w
+        ry, rx = (0.03 + 0.09 * torch.rand(2, generator=g)) * min(h, w)
+        angle = float(torch.rand((), generator=g)) * torch.pi
+        dy, dx = rows - cy, cols - cx
+        u = dx * torch.cos(torch.tensor(angle)) + dy * torch.sin(torch.tensor(angle))
+        v = -dx * torch.sin(torch.tensor(angle)) + dy * torch.cos(torch.tensor(angle))
+        blob = ((u / rx) ** 2 + (v / ry) ** 2 <= 1) & labelled
+        out[blob] = int(torch.randint(num_classes, (), generator=g))
+    return out
+
+
+class _NoisyLabels:
+    """Wraps a pair source: the labels of ``source(j)`` corrupted by :func:`corrupt_blobs` (seed ``seed + j``)."""
+
+    def __init__(self, source: Callable[[int], tuple[Tensor, Tensor]], share: float, num_classes: int,
+                 ignore_index: int, seed: int) -> None:  # fmt: skip
+        self.source, self.share, self.num_classes, self.ignore_index, self.seed = (
+            source,
+            share,
+            num_classes,
+            ignore_index,
+            seed,
+        )
+
+    def __call__(self, j: int) -> tuple[Tensor, Tensor]:
+        image, mask = self.source(j)
+        return image, corrupt_blobs(mask, self.share, self.num_classes, self.ignore_index, self.seed * 100_003 + j)
 
 
 class _ArrayPairs:
@@ -210,8 +259,11 @@ class SegmentationDataModule(BaseDataModule):
 
     Training batches are resized to ``train_size`` = (H, W) (``None``: the stored size) and, with
     ``train_transform="flip_scale_crop"``, augmented by random rescaling by ``scale_range`` (default 0.5-2.0 of
-    ``train_size``), padding (image 0, label ignore), a random ``train_size`` crop and a random horizontal flip,
-    as in DeepLab and mmsegmentation; ``"none"`` only resizes. Images are always resized bilinearly
+    ``train_size``), padding (image 0, label ignore), a random crop of ``crop_size`` (default ``train_size``) and a
+    random horizontal flip, as in DeepLab and mmsegmentation; ``"none"`` only resizes. ``label_noise`` > 0
+    corrupts that share of every training image's labelled pixels in random blobs (:func:`corrupt_blobs`, fixed
+    by ``noise_seed`` and the image), to test methods that should be robust to wrong labels; val and test
+    labels are never touched. Images are always resized bilinearly
     (antialiased) and labels by nearest neighbour, so no label value is ever invented. Val, test and predict
     batches are resized to ``eval_size`` (``None``: full resolution, where CamVid is scored) and never augmented.
     Batches: ``{"image": float32 [B, 3, H, W] in [0, 1], "mask": int64 [B, H, W], "index": int64 [B]}``, ``index``
@@ -225,6 +277,9 @@ class SegmentationDataModule(BaseDataModule):
         eval_size: tuple[int, int] | None = None,
         train_transform: Literal["flip_scale_crop", "none"] = "flip_scale_crop",
         scale_range: tuple[float, float] = (0.5, 2.0),
+        crop_size: tuple[int, int] | None = None,
+        label_noise: float = 0.0,
+        noise_seed: int = 0,
         num_classes: int = 11,
         ignore_index: int = 11,
         class_names: list[str] | None = None,
@@ -233,6 +288,8 @@ class SegmentationDataModule(BaseDataModule):
     ) -> None:
         if train_transform not in TRAIN_TRANSFORMS:
             raise ValueError(f"train_transform must be one of {TRAIN_TRANSFORMS}, got {train_transform!r}")
+        if not 0 <= label_noise < 1:
+            raise ValueError(f"label_noise is the share of training labels to corrupt, in [0, 1); got {label_noise}")
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
         if num_classes < 1 or 0 <= ignore_index < num_classes:
@@ -246,6 +303,8 @@ class SegmentationDataModule(BaseDataModule):
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers)
         self.save_hyperparameters()
         self.train_size, self.eval_size = _check_size("train_size", train_size), _check_size("eval_size", eval_size)
+        self.crop_size = _check_size("crop_size", crop_size)
+        self.label_noise, self.noise_seed = float(label_noise), int(noise_seed)
         self.train_transform, self.scale_range = train_transform, (float(scale_range[0]), float(scale_range[1]))
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.classes = list(class_names or CAMVID_CLASSES)
@@ -303,7 +362,10 @@ class SegmentationDataModule(BaseDataModule):
         rank_zero_info(
             f"SegmentationDataModule ({source}, {self.num_classes} classes, ignore {self.ignore_index}): "
             + ", ".join(f"{s} {len(splits[s][1])}" for s in SPLITS)
-            + f" images; train at {self.train_size or 'stored size'} ({self.train_transform}), evaluate at "
+            + f" images; train at {self.train_size or 'stored size'} ({self.train_transform}"
+            + (f", {self.crop_size[0]}x{self.crop_size[1]} crops" if self.crop_size else "")
+            + (f", {self.label_noise:.0%} of labels corrupted" if self.label_noise else "")
+            + "), evaluate at "
             + f"{self.eval_size or 'full resolution'}"
         )
 
@@ -321,11 +383,13 @@ class SegmentationDataModule(BaseDataModule):
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.setup()
         source, ids = self._splits[split]
+        if split == "train" and self.label_noise:
+            source = _NoisyLabels(source, self.label_noise, self.num_classes, self.ignore_index, self.noise_seed)
         augment = split == "train" if augment is None else augment
         if not augment:
             transform: Callable = _Resize(self.eval_size)
         elif self.train_transform == "flip_scale_crop":
-            transform = _ScaleCropFlip(self.train_size, self.scale_range, self.ignore_index)
+            transform = _ScaleCropFlip(self.train_size, self.scale_range, self.ignore_index, self.crop_size)
         else:
             transform = _Resize(self.train_size)
         return _SegmentationSplit(source, transform, len(ids))

@@ -123,6 +123,11 @@ class DistillModule(L.LightningModule):
         """Epoch-level metrics (torchmetrics), cloned per stage into ``self.stage_metrics``."""
         return None
 
+    def combine_metrics(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Further epoch-level metrics computed from ``configure_metrics``' values (the mean of two students'
+        mIoU, which selects their shared checkpoint), logged beside them."""
+        return {}
+
     def batch_size(self, batch: Any) -> int:
         """Examples in ``batch``, for logging; full-batch methods override it."""
         return len(batch[0]) if isinstance(batch, (list, tuple)) else 1
@@ -130,6 +135,12 @@ class DistillModule(L.LightningModule):
     def export_student(self) -> tuple[nn.Module, dict[str, Any]]:
         """The deployable network and the constructor spec that rebuilds it."""
         return self.student, module_spec(self.student)
+
+    def export_parts(self) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
+        """For a module that trains several deployable students at once (two collaborating students):
+        name -> (network, spec), each network's tensors stored under ``student.<name>.``; ``zoo export --part
+        NAME`` publishes one. Empty (the default) means one student, ``export_student()``."""
+        return {}
 
     def trainable_modules(self) -> tuple[nn.Module, ...]:
         """What the optimiser trains: the student and the projectors (a method that trains more, such as a
@@ -151,6 +162,19 @@ class DistillModule(L.LightningModule):
         """The trainer's datamodule, or None when the module is not being fitted or tested with one."""
         return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
 
+    def require_data_agrees(self, *names: str) -> None:
+        """Stop when the attached datamodule's ``names`` (``num_classes``, ``ignore_index``) differ from this
+        module's attributes of the same names, naming the flag that fixes it (a datamodule without one passes)."""
+        datamodule = self.attached_datamodule
+        for name in names:
+            mine = getattr(self, name)
+            theirs = getattr(datamodule, name, mine)
+            if theirs != mine:
+                raise ValueError(
+                    f"{type(self).__name__}: the data has {name}={theirs}, the model {mine}; give the model the "
+                    f"same (--model.init_args.{name}={theirs})"
+                )
+
     def setup(self, stage: str) -> None:
         if stage == "fit":
             teachers = [t for t in self.modules() if isinstance(getattr(t, "manifest", None), dict)]
@@ -161,7 +185,7 @@ class DistillModule(L.LightningModule):
                     "(zoo:NAME or a .safetensors path)"
                 )
             try:
-                self.export_student()
+                self.export_parts() or self.export_student()
             except TypeError as err:
                 raise TypeError(
                     f"{type(self).__name__}: fit does not start, since the student could not be exported to the "
@@ -239,6 +263,7 @@ class DistillModule(L.LightningModule):
     def _log_stage_metrics(self, stage: str) -> None:
         if stage in self.stage_metrics:
             values = self.stage_metrics[stage].compute()  # torchmetrics has already reduced over ranks
+            values |= self.combine_metrics(values)
             self.log_dict({f"{stage}/{k}": v.float() for k, v in values.items()}, prog_bar=True)
             self.stage_metrics[stage].reset()
 
@@ -277,10 +302,14 @@ class DistillModule(L.LightningModule):
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("teacher.")]:
             del state[key]
+        parts = self.export_parts()
         checkpoint["distillzoo"] = {
-            "student_spec": self.export_student()[1],  # fit refused to start when there is none
             "teachers": {name: dict(t.manifest) for name, t in self.teachers().items()},
-        }
+        } | (  # fit refused to start when there is no spec
+            {"parts": {name: spec for name, (_, spec) in parts.items()}}
+            if parts
+            else {"student_spec": self.export_student()[1]}
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Put the live teacher's tensors back so that strict loading checks the student exactly.
