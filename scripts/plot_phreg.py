@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cli  # noqa: E402
-from datamodules.images.camvid import CAMVID_COLORS  # noqa: E402
+from datamodules.images.camvid import camvid_rgb as colour  # noqa: E402
 from modules.dense_probe import LinearProbe, load_backbone  # noqa: E402
 from modules.phreg import TTADense  # noqa: E402
 from zoo import evidence, export, registry  # noqa: E402
@@ -44,12 +44,6 @@ def pca_rgb(maps: list[torch.Tensor]) -> list[torch.Tensor]:
     lo = torch.stack([o.amin(dim=(0, 1, 2)) for o in out]).amin(0)
     hi = torch.stack([o.amax(dim=(0, 1, 2)) for o in out]).amax(0)
     return [((o - lo) / (hi - lo + 1e-8)).clamp(0, 1) for o in out]
-
-
-def colour(mask: torch.Tensor) -> torch.Tensor:
-    """Class ids [h, w] -> CamVid colours [h, w, 3] in [0, 1] (void black)."""
-    palette = torch.tensor([*CAMVID_COLORS, (0, 0, 0)], dtype=torch.float32) / 255
-    return palette[mask.clamp(0, len(palette) - 1)]
 
 
 def main() -> None:

@@ -28,3 +28,11 @@ CAMVID_COLORS = (
     (64, 64, 0),  # Pedestrian
     (0, 128, 192),  # Bicyclist
 )
+
+
+def camvid_rgb(mask):
+    """Class ids [H, W] (a tensor) -> CamVid's colours [H, W, 3] in [0, 1], void (and any other id) black."""
+    import torch
+
+    palette = torch.tensor([*CAMVID_COLORS, (0, 0, 0)], dtype=torch.float32) / 255
+    return palette[mask.long().clamp(0, len(palette) - 1)]
