@@ -42,7 +42,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from modules.core import DistillModule
-from modules.nets.vit import IMAGENET_MEAN, IMAGENET_STD
+from modules.nets.images import NormalisedInput
 from zoo.specs import exportable, module_spec
 
 PARTS = ("cnn", "vit")
@@ -77,18 +77,8 @@ def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequ
     )
 
 
-class _Normalising(nn.Module):
-    """Holds ImageNet's mean and std as non-persistent buffers: the networks take images in [0, 1]."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def normalize(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"{type(self).__name__} takes RGB images [B, 3, H, W] in [0, 1], got {list(x.shape)}")
-        return (x - self.mean) / self.std
+class _Segmenter(NormalisedInput):
+    """A segmentation student: ``parts(x)`` for the losses, ``forward(x)`` -> logits at the input size."""
 
     def parts(self, x: Tensor) -> SegParts:
         raise NotImplementedError
@@ -99,7 +89,7 @@ class _Normalising(nn.Module):
 
 
 @exportable
-class DeepLabV3Plus(_Normalising):
+class DeepLabV3Plus(_Segmenter):
     """DeepLabV3+ (Chen et al. 2018) on a timm ResNet (``backbone``, ``backbone_kwargs`` such as ``channels`` or
     ``layers`` to shrink it): the last stage at ``output_stride`` through ASPP (a 1x1 branch, 3x3 branches at
     ``aspp_rates`` and image pooling, fused to ``aspp_channels``), upsampled to stride 4 and joined with the
@@ -148,7 +138,7 @@ class DeepLabV3Plus(_Normalising):
 
 
 @exportable
-class SegFormer(_Normalising):
+class SegFormer(_Segmenter):
     """SegFormer's all-MLP decoder (Xie et al. 2021) on a timm PVTv2 (``backbone``, ``backbone_kwargs`` such as
     ``embed_dims`` / ``depths`` / ``num_heads`` to shrink it; overlapping patch embeddings, spatial-reduction
     attention): each of the four stages (strides 4-32) is projected linearly to ``decoder_dim``, upsampled to

@@ -262,15 +262,22 @@ class DistillModule(L.LightningModule):
 
     def _log_stage_metrics(self, stage: str) -> None:
         if stage in self.stage_metrics:
-            values = self.stage_metrics[stage].compute()  # torchmetrics has already reduced over ranks
+            metrics = self.stage_metrics[stage]  # torchmetrics reduces over ranks in compute()
+            # a metric no batch updated is left out (a group the data lacks, e.g. real frames not attached)
+            values: dict[str, Tensor] = {}
+            for name, metric in metrics.items(keep_base=True, copy_state=False):
+                if metric.update_called:
+                    value = metric.compute()
+                    values |= value if isinstance(value, dict) else {name: value}  # a dict's keys, as torchmetrics
             values |= self.combine_metrics(values)
             self.log_dict({f"{stage}/{k}": v.float() for k, v in values.items()}, prog_bar=True)
             self.stage_metrics[stage].reset()
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, "val", batch_idx)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # several test loaders (generated and real frames) feed one set of epoch metrics, told apart by the batch
         self._eval_step(batch, "test", batch_idx)
 
     def on_validation_epoch_end(self) -> None:

@@ -1,4 +1,5 @@
-"""Networks, blocks and probes shared by methods, one file per family (``vit.py``, ``mae.py``, ``probes.py``).
+"""Networks, blocks and probes shared by methods, one file per family (``vit.py``, ``mae.py``, ``probes.py``,
+``images.py``).
 
 The rule: a network lives here only when two or more methods use it; a network one method uses lives in
 that method's file. A method file imports ``modules.core``, ``modules.nets`` and ``zoo`` only, and this
@@ -7,6 +8,7 @@ that can be exported is ``@zoo.specs.exportable``, with plain-data constructor a
 inside constructors, so importing this package stays cheap.
 """
 
+from modules.nets.images import NormalisedInput
 from modules.nets.mae import (
     MAEDecoder,
     MAEEncoder,
@@ -29,6 +31,7 @@ __all__ = [
     "MAEDecoder",
     "MAEEncoder",
     "MaskedAutoencoder",
+    "NormalisedInput",
     "PatchMask",
     "SegmentationProbe",
     "TimmViT",
