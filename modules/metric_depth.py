@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torchmetrics import Metric, MetricCollection
+from torchmetrics import Metric, MetricCollection, SumMetric
 
 from modules.core import DistillModule
 from modules.nets.images import NormalisedInput
@@ -295,14 +295,14 @@ class _DepthModule(DistillModule):
         raise NotImplementedError
 
     def configure_metrics(self) -> MetricCollection:
-        return depth_metrics()
+        """The pooled depth metrics and ``unprompted``, the images that got no prediction (no source to prompt)."""
+        return MetricCollection({**depth_metrics(), "unprompted": SumMetric()})
 
     def evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, Tensor]:
         with torch.no_grad():
             pred, keep = self.predict_depth(batch)
         _update_groups(self.stage_metrics[stage], pred, batch, keep)
-        skipped = (~keep).sum().float()
-        self.log(f"{stage}/unprompted", skipped, reduce_fx="sum", batch_size=len(keep), add_dataloader_idx=False)
+        self.stage_metrics[stage]["unprompted"].update((~keep).sum().float())
         return {}
 
     def batch_size(self, batch: Any) -> int:
