@@ -65,6 +65,22 @@ def mae_pixel_loss(name: str) -> float:
     return round(float(result["test/pixel"]), 4)
 
 
+def prompt_teacher_absrel(name: str) -> float:
+    """The prompt teacher's pooled AbsRel on the generated test scenes (held-out focal lengths), each prompted with
+    1% of its own noisy source, through the module's own test step (the training set is not needed: one scene)."""
+    import lightning as L
+
+    from datamodules.images import MetricDepthDataModule
+    from modules.metric_depth import PromptDepthTeacher
+
+    dm = MetricDepthDataModule(train_samples=1, val_samples=1, test_samples=512, batch_size=32)
+    dm.setup()
+    zoo.get(name).meta.input.check(next(iter(dm.test_dataloader()))["image"], f"{name}: the generated test images")
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (result,) = trainer.test(PromptDepthTeacher(zoo.load(name)), datamodule=dm, verbose=False)
+    return round(float(result["test/absrel"]), 4)
+
+
 def node_accuracy(name: str, graph, use_graph: bool = True) -> float:
     """Test-mask accuracy (%) of a node classifier on the graph exactly as the reader returned it."""
     meta, net = zoo.get(name).meta, zoo.load(name)
@@ -220,6 +236,7 @@ CHECKS: dict[str, tuple[Callable[[], float | None], list]] = {
     "uniego-uci-uniform": (lambda: uci_pixel_contract("uniego-uci-uniform"), []),
     "uniego-uci-proxy-outputs": (lambda: uci_outputs_contract("uniego-uci-proxy-outputs", train_only=True), []),
     "mae-vit-cifar10": (lambda: mae_pixel_loss("mae-vit-cifar10"), [needs["cifar10"]]),
+    "metric-prompt-teacher-scenes": (lambda: prompt_teacher_absrel("metric-prompt-teacher-scenes"), []),
     "mae-vit-cifar10-ft": (lambda: image_accuracy("mae-vit-cifar10-ft"), [needs["cifar10"]]),
 }
 for _view in ("fou", "fac", "kar", "zer", "mor"):

@@ -19,6 +19,7 @@ PINNED = {
     "distilcodec-librispeech": "0db26815c67ea74d",
     "mae-vit-cifar10": "2eaa9e0ee1c2b437",
     "mae-vit-cifar10-ft": "56c164ef8375dd77",
+    "metric-prompt-teacher-scenes": "7880f0ee7628590e",
     "ffg2m-cora-gcn-mlp": "28daf9f038045924",
     "gcn-cora": "74b82f71a3213071",
     "gcn-cora-ind": "5152b41ae13cc48f",
@@ -79,6 +80,11 @@ def entry_output(name: str) -> torch.Tensor:
             return hu_to_mu(loaded(mu_to_hu(torch.rand(2, 1, 64, 64, generator=g) * 0.3)), clip=False)
         if cls == "ViewNet":
             return loaded(torch.randint(0, 7, (4, *loaded.init_args["in_shape"]), generator=g).float())
+        if cls == "PromptDepthNet":  # images in [0, 1] and a 5% prompt of a fixed depth map
+            from modules.metric_depth import sample_prompt
+
+            depth = 1 + 9 * torch.rand(2, 32, 32, generator=g)
+            return loaded(torch.rand(2, 3, 32, 32, generator=g), sample_prompt(depth, 0.05, g))
         if cls in ("MaskedAutoencoder", "TimmViT", "DistilledViT", "RegisterViT"):  # images in [0, 1]
             images = torch.rand(2, 3, 32, 32, generator=g)
             if cls == "MaskedAutoencoder":  # every patch predicted under one fixed mask
