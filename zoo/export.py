@@ -186,9 +186,12 @@ def checkpoint_student(
 def load_student(ckpt: str | Path, part: str | None = None) -> torch.nn.Module:
     """The student network (or the student ``part``) of a distillzoo Lightning checkpoint, rebuilt from its spec
     and loaded strictly, in eval mode: how a second training stage starts from the first stage's checkpoint."""
-    spec, tensors = checkpoint_student(ckpt, part=part)
-    network = store.build(spec, str(ckpt))
-    return store.load_into(network, store.Weights(tensors, spec, str(ckpt), "", Path(ckpt))).eval()
+    return _rebuilt(ckpt, *checkpoint_student(ckpt, part=part)).eval()
+
+
+def _rebuilt(ckpt: str | Path, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The network of ``spec`` with a checkpoint's student ``tensors`` loaded strictly."""
+    return store.load_into(store.build(spec, str(ckpt)), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
 
 
 def export(
@@ -210,7 +213,7 @@ def export(
     checkpoint = read_checkpoint(ckpt)
     info = checkpoint.get("distillzoo") or {}
     spec, tensors = checkpoint_student(ckpt, checkpoint, part)
-    store.load_into(store.build(spec, str(ckpt)), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))
+    _rebuilt(ckpt, spec, tensors)  # refuses tensors that do not fit the spec before anything is written
     fields = dict(meta or {}, student=spec)
     teachers = info.get("teachers") or {}
     if teachers:

@@ -24,11 +24,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from datamodules.base import BaseDataModule, resolve_root
 from datamodules.images.folder import read_image
+from datamodules.images.segmentation import resize_pair
 
 __all__ = [
     "DepthFrame",
@@ -261,10 +260,7 @@ def _resize_frame(frame: DepthFrame, long_side: int | None) -> DepthFrame:
         return frame
     scale = long_side / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    image = TF.resize(frame.image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
-    rows = ((torch.arange(size[0]) + 0.5) * (h / size[0])).long().clamp_(max=h - 1)
-    cols = ((torch.arange(size[1]) + 0.5) * (w / size[1])).long().clamp_(max=w - 1)
-    depth = frame.depth[rows][:, cols]
+    image, depth = resize_pair(frame.image, frame.depth, size)
     return DepthFrame(image, depth, frame.f_px * size[1] / w, frame.dataset, frame.name, frame.masked)
 
 

@@ -51,7 +51,7 @@ def read_label(path: str | Path) -> Tensor:
     return torch.from_numpy(values)
 
 
-def _nearest(mask: Tensor, size: Sequence[int]) -> Tensor:
+def resize_nearest(mask: Tensor, size: Sequence[int]) -> Tensor:
     """Nearest-neighbour resize of [H, W] to ``size`` with pixel centres aligned (PIL's nearest, torch's
     ``nearest-exact``), by indexing, so it works for any integer dtype and never invents a class."""
     h, w = mask.shape
@@ -60,13 +60,13 @@ def _nearest(mask: Tensor, size: Sequence[int]) -> Tensor:
     return mask[rows][:, cols]
 
 
-def _resize_pair(image: Tensor, mask: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Image bilinear (antialiased when shrinking), label nearest, both to ``size`` = (H, W)."""
+def resize_pair(image: Tensor, mask: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Image bilinear (antialiased when shrinking), label (or depth) nearest, both to ``size`` = (H, W)."""
     size = [int(s) for s in size]
     if list(image.shape[-2:]) == size:
         return image, mask
     image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-    return image, _nearest(mask, size)
+    return image, resize_nearest(mask, size)
 
 
 class _ScaleCropFlip:
@@ -86,7 +86,7 @@ class _ScaleCropFlip:
         lo, hi = self.scale_range
         s = lo + (hi - lo) * float(torch.rand(()))
         sh, sw = max(1, round(s * base[0])), max(1, round(s * base[1]))
-        image, mask = _resize_pair(image, mask, (sh, sw))
+        image, mask = resize_pair(image, mask, (sh, sw))
         if sh < h or sw < w:
             pad_h, pad_w = max(h - sh, 0), max(w - sw, 0)
             image = torch.nn.functional.pad(image, (0, pad_w, 0, pad_h))
@@ -106,7 +106,7 @@ class _Resize:
         self.size = size
 
     def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        return (image, mask) if self.size is None else _resize_pair(image, mask, self.size)
+        return (image, mask) if self.size is None else resize_pair(image, mask, self.size)
 
 
 class _FilePairs:
