@@ -13,6 +13,13 @@ distillation token. The token is appended after the positional embedding is adde
 (:class:`DistilledViT`), and it has its own head. The loss is 1/2 CE of the CLS head to the labels plus 1/2
 CE of the distillation head to the hard predictions of a fine-tuned teacher. Inference averages the two
 heads. With ``teacher=None`` both heads learn the labels: plain fine-tuning, the no-teacher arm.
+
+Specific stage for a dense task (:class:`SegmentSpecificDistill`): where the specific task is semantic
+segmentation the official code (``G2SD_seg_dis``, ``configs/distill/distill_cwd.py``) drops the distillation
+token and distils the teacher segmenter's logits by channel-wise distillation (Shu et al., ICCV 2021; tau 1,
+weight 10) beside the student's own cross-entropy. The student is a :class:`ViTSegmenter` whose encoder comes
+from the generic stage; the teacher is the same kind of network fine-tuned on the task (the module with
+``teacher=None`` trains it).
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from modules.core import DistillModule, make_projector
+from modules.core.losses import kd_kl
 from modules.dmae import MAEPretrain
 from modules.nets import MaskedAutoencoder, TimmViT, random_mask
+from modules.nets.probes import SegmentationProbe
 from modules.nets.vit import check_image_size
 from zoo import export, store
 from zoo.specs import exportable
@@ -149,11 +158,11 @@ class DistilledViT(nn.Module):
         return (cls + dist) / 2
 
 
-def load_encoder(student: nn.Module, source: str) -> list[str]:
+def load_encoder(student: nn.Module, source: str, owner: str | None = None) -> list[str]:
     """Copy the encoder of a ``MaskedAutoencoder`` (``zoo:NAME``, a safetensors path, or the Lightning
     ``.ckpt`` of a pre-training stage) into ``student``'s ViT (a ``TimmViT`` or a ``DistilledViT``), as MAE
     fine-tuning starts from the pre-trained encoder; heads, the distillation token and a global-pool
-    ``fc_norm`` stay fresh. Returns the fresh tensors' names."""
+    ``fc_norm`` stay fresh. Returns the fresh tensors' names (printed, with ``owner``, as a run's log says)."""
     mae = export.load_student(source) if str(source).endswith(".ckpt") else store.load(source)
     if not isinstance(mae, MaskedAutoencoder):
         raise TypeError(f"{source} is a {type(mae).__name__}, not a MaskedAutoencoder whose encoder to fine-tune")
@@ -172,6 +181,8 @@ def load_encoder(student: nn.Module, source: str) -> list[str]:
     missing, unexpected = vit.load_state_dict(state, strict=False)
     if unexpected:
         raise ValueError(f"the encoder of {source} has tensors the student ViT lacks: {unexpected}")
+    if owner is not None:
+        print(f"{owner}: encoder from {source}; fresh: {', '.join(missing) or 'none'}")
     return list(missing)
 
 
@@ -197,8 +208,7 @@ class SpecificDistill(DistillModule):
         weights = {"cls": 0.5, "dist": 0.5} | dict(loss_weights or {})
         super().__init__(student, teacher, init_weights, weights, optimizer, lr_scheduler)
         if init_encoder is not None:
-            fresh = load_encoder(self.student, init_encoder)
-            print(f"{type(self).__name__}: encoder from {init_encoder}; fresh: {', '.join(fresh) or 'none'}")
+            load_encoder(self.student, init_encoder, owner=type(self).__name__)
         self.smoothing = smoothing
         if not isinstance(self.student, DistilledViT):
             self.loss_weights = {"cls": 1.0} | dict(loss_weights or {})  # one head: plain fine-tuning
@@ -249,6 +259,139 @@ class SpecificDistill(DistillModule):
         logits = self.student(batch["image"])
         self.stage_metrics[stage]["acc"].update(logits, batch["label"])
         return {"loss": F.cross_entropy(logits, batch["label"])}
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch["image"].shape[0])
+
+
+def channel_wise_divergence(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
+    """Channel-wise distillation (Shu et al., ICCV 2021), G2SD's specific term for segmentation
+    (``G2SD_seg_dis/.../losses/cwd.py`` on the decode head's logits): each class channel's map is turned into
+    a distribution over positions, ``softmax(logits / tau)`` over h*w, and the student's is pulled to the
+    teacher's by KL, times tau^2, averaged over images and channels. student, teacher [B, C, h, w] -> scalar.
+    The official code sums the cross-entropy ``-p_T log p_S`` instead, which differs from the KL by the
+    teacher's entropy, a constant: the same gradient, and 0 here when the maps agree."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"channel_wise_divergence: student {tuple(student.shape)} != teacher {tuple(teacher.shape)}")
+    return kd_kl(student.flatten(2), teacher.flatten(2), temperature=tau)
+
+
+@exportable
+class ViTSegmenter(nn.Module):
+    """A ViT with a linear segmentation head, trained end to end: G2SD's specific-stage student for a dense task,
+    and its fine-tuned teacher. ``vit_kwargs`` are ``TimmViT``'s (headless: ``num_classes`` is forced to 0; any
+    input size that is a multiple of the patch, the positional embedding interpolated); the head is the dense
+    probe's BatchNorm + 1x1 conv on the last layer's patch map (:class:`~modules.nets.probes.SegmentationProbe`).
+    The official runs put an UperNet head on blocks 4, 6, 8 and 12 of a ViT-S; one linear head on the last
+    block is our CPU scale-down. Images in [0, 1] -> logits [B, num_classes, H, W]."""
+
+    def __init__(self, vit_kwargs: dict[str, Any], num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        kwargs = dict(vit_kwargs)
+        kwargs["timm_kwargs"] = dict(kwargs.get("timm_kwargs") or {}) | {"num_classes": 0}
+        self.backbone = TimmViT(**(kwargs | {"dynamic_img_size": True}))
+        self.head = SegmentationProbe(self.backbone.embed_dim, num_classes, dropout)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.conv.out_channels
+
+    def reset_classes(self, num_classes: int) -> None:
+        """A fresh head for ``num_classes``, recorded in the export spec."""
+        self.head = SegmentationProbe(self.backbone.embed_dim, num_classes, self.head.dropout.p)
+        self.init_args = dict(self.init_args, num_classes=num_classes)
+
+    def logit_map(self, images: Tensor) -> Tensor:
+        """Logits at the patch grid [B, num_classes, h, w] (what channel-wise distillation compares)."""
+        return self.head(self.backbone.dense_features(images))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone.dense_features(images), size=images.shape[-2:])
+
+
+class SegmentSpecificDistill(DistillModule):
+    """G2SD's specific stage where the task is segmentation (``G2SD_seg_dis``, ``distill_cwd.py``): ``student`` a
+    :class:`ViTSegmenter` whose encoder ``init_encoder`` starts from a pre-training stage (a ``MaskedAutoencoder``:
+    ``zoo:NAME``, a path or a stage's ``.ckpt``), ``teacher`` a fine-tuned segmenter (frozen). Terms ``ce``
+    (cross-entropy of the upsampled logits to the labels, ``ignore_index`` left out; weight 1) and ``cwd``
+    (:func:`channel_wise_divergence` of the patch-grid logits, ``tau`` 1, weight 10 as official; a teacher on
+    another grid is resized bilinearly to the student's). ``teacher=None`` is plain fine-tuning, which is
+    also how the teacher is trained. Batches are the segmentation datamodule's ``{"image", "mask"}``; metrics
+    ``miou`` (the classes, ignore index excluded) and pixel ``acc``."""
+
+    def __init__(
+        self,
+        student: nn.Module | None = None,
+        teacher: nn.Module | None = None,
+        init_weights: str | None = None,
+        init_encoder: str | None = None,
+        ignore_index: int = 11,
+        tau: float = 1.0,
+        loss_weights: dict[str, float] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        if tau <= 0:
+            raise ValueError(f"SegmentSpecificDistill: tau must be > 0, got {tau}")
+        weights = {"ce": 1.0, "cwd": 10.0} | dict(loss_weights or {})
+        super().__init__(student, teacher, init_weights, weights, optimizer, lr_scheduler)
+        if not isinstance(self.student, ViTSegmenter):
+            kind = type(self.student).__name__
+            raise TypeError(f"SegmentSpecificDistill: the student must be a ViTSegmenter, got {kind}")
+        teacher_classes = getattr(getattr(self.teacher, "network", None), "num_classes", None)
+        if teacher_classes is not None and teacher_classes != self.student.num_classes:
+            raise ValueError(
+                f"SegmentSpecificDistill: the teacher segments {teacher_classes} classes, the student "
+                f"{self.student.num_classes}; channel-wise distillation pairs the classes one to one"
+            )
+        if init_encoder is not None:
+            load_encoder(self.student.backbone, init_encoder, owner=type(self).__name__)
+        self.ignore_index, self.tau = ignore_index, tau
+
+    @property
+    def num_classes(self) -> int:
+        return self.student.num_classes
+
+    def setup(self, stage: str) -> None:
+        """The data's classes must be the student's, except in plain fine-tuning, where a folder with another
+        class count gets a fresh head (logged); the ignore index must agree."""
+        datamodule = self.attached_datamodule
+        classes = getattr(datamodule, "num_classes", None)
+        if isinstance(classes, int) and classes != self.num_classes and self.teacher is None:
+            rank_zero_info(
+                f"{type(self).__name__}: the student's head has {self.num_classes} classes, the data "
+                f"{classes}: the head is replaced"
+            )
+            self.student.reset_classes(classes)
+        self.require_data_agrees("num_classes", "ignore_index")
+        super().setup(stage)
+
+    def distill_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        images, mask = batch["image"], batch["mask"]
+        maps = self.student.logit_map(images)
+        logits = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        terms = {"ce": F.cross_entropy(logits, mask, ignore_index=self.ignore_index)}
+        if self.teacher is not None:
+            with torch.no_grad():
+                target = self.teacher.network.logit_map(images)
+            if target.shape[-2:] != maps.shape[-2:]:
+                target = F.interpolate(target, size=maps.shape[-2:], mode="bilinear", align_corners=False)
+            terms["cwd"] = channel_wise_divergence(maps, target, self.tau)
+        return terms
+
+    def configure_metrics(self) -> MetricCollection:
+        kwargs: dict[str, Any] = {"ignore_index": self.ignore_index}
+        return MetricCollection({
+            "miou": MulticlassJaccardIndex(self.num_classes, average="macro", **kwargs),
+            "acc": MulticlassAccuracy(self.num_classes, average="micro", **kwargs),
+        })  # fmt: skip
+
+    def evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        images, mask = batch["image"], batch["mask"]
+        logits = self.student(images)
+        for metric in self.stage_metrics[stage].values():
+            metric.update(logits, mask)
+        return {"loss": F.cross_entropy(logits, mask, ignore_index=self.ignore_index)}
 
     def batch_size(self, batch: Any) -> int:
         return int(batch["image"].shape[0])

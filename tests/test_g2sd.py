@@ -1,5 +1,6 @@
 """G2SD: the generic term's golden value, the shared mask and the teacher's truncated decoder, the
-distillation token without a position, the specific-stage loss and starting from a pre-trained encoder."""
+distillation token without a position, the specific-stage loss and starting from a pre-trained encoder; the
+specific stage for segmentation (channel-wise distillation of the teacher segmenter's logits)."""
 
 import json
 
@@ -9,7 +10,16 @@ import torch.nn.functional as F
 from safetensors.torch import save
 
 from modules.core import Teacher
-from modules.g2sd import DistilledViT, GenericDistill, SpecificDistill, generic_loss, load_encoder
+from modules.g2sd import (
+    DistilledViT,
+    GenericDistill,
+    SegmentSpecificDistill,
+    SpecificDistill,
+    ViTSegmenter,
+    channel_wise_divergence,
+    generic_loss,
+    load_encoder,
+)
 from modules.nets import MaskedAutoencoder, TimmViT
 from zoo import specs, store
 
@@ -149,3 +159,69 @@ def test_the_finetune_recipe_starts_from_the_zoo_encoder_on_the_embedded_default
                        "--data.init_args.root=null", "--trainer.fast_dev_run=true",
                        f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
     assert result.trainer.state.finished and result.model.student.num_classes == 10
+
+
+def test_channel_wise_divergence_is_the_official_spatial_softmax_cross_entropy_less_the_teacher_entropy():
+    """Each class channel is a distribution over positions: the term is sum_positions p_T (log p_T - log p_S)
+    * tau^2 averaged over images and channels, i.e. the official cross-entropy (cwd.py) minus the teacher's
+    entropy; 0 where the maps agree, and positive, with the official gradient, where they do not."""
+    torch.manual_seed(0)
+    s, t, tau = torch.randn(2, 3, 4, 5, requires_grad=True), torch.randn(2, 3, 4, 5), 2.0
+    loss = channel_wise_divergence(s, t, tau)
+    p_t = F.softmax(t.view(-1, 20) / tau, dim=1)
+    official = torch.sum(-p_t * F.log_softmax(s.view(-1, 20) / tau, dim=1)) * tau**2 / (3 * 2)
+    entropy = torch.sum(-p_t * torch.log(p_t)) * tau**2 / (3 * 2)
+    assert loss.item() == pytest.approx((official - entropy).item(), rel=1e-5) and loss.item() > 0
+    (grad,) = torch.autograd.grad(loss, s)
+    (official_grad,) = torch.autograd.grad(official, s)
+    assert torch.allclose(grad, official_grad, atol=1e-6)
+    assert channel_wise_divergence(t, t, tau).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match=r"student \(2, 3, 4, 5\) != teacher \(2, 3, 2, 5\)"):
+        channel_wise_divergence(s, t[:, :, :2], tau)
+
+
+def segmenter(dim: int = 32, patch: int = 4, classes: int = 3, seed: int = 0) -> ViTSegmenter:
+    torch.manual_seed(seed)
+    return ViTSegmenter({"timm_kwargs": VIT | {"embed_dim": dim, "patch_size": patch}}, num_classes=classes)
+
+
+def test_the_dense_specific_stage_distils_the_teacher_logits_channel_wise_beside_the_labels(tmp_path):
+    """ce on the upsampled logits (ignore index left out) plus weight 10 x cwd on the patch-grid logits, a
+    teacher on another grid resized to the student's; the encoder starts from an MAE; class counts must pair."""
+    student, teacher = segmenter(), segmenter(dim=48, patch=8, seed=1)
+    mae = tiny_mae()
+    path = tmp_path / "mae.safetensors"
+    tensors = {k: v.contiguous() for k, v in mae.state_dict().items()}
+    path.write_bytes(save(tensors, metadata={store.SPEC_KEY: json.dumps(specs.module_spec(mae), sort_keys=True)}))
+    module = SegmentSpecificDistill(student=student, teacher=Teacher(teacher), init_encoder=str(path), ignore_index=3)
+    assert torch.equal(module.student.backbone.vit.blocks[1].mlp.fc2.weight, mae.encoder.vit.blocks[1].mlp.fc2.weight)
+    images, mask = torch.rand(2, 3, 16, 24), torch.randint(0, 4, (2, 16, 24))  # 3 = ignored
+    terms = module.distill_loss({"image": images, "mask": mask})
+    maps = module.student.logit_map(images)
+    assert maps.shape == (2, 3, 4, 6) and module.student(images).shape == (2, 3, 16, 24)
+    logits = F.interpolate(maps, size=(16, 24), mode="bilinear", align_corners=False)
+    assert terms["ce"].item() == pytest.approx(F.cross_entropy(logits, mask, ignore_index=3).item(), rel=1e-5)
+    target = F.interpolate(teacher.logit_map(images), size=(4, 6), mode="bilinear", align_corners=False)
+    assert terms["cwd"].item() == pytest.approx(channel_wise_divergence(maps, target).item(), rel=1e-5)
+    assert module.loss_weights == {"ce": 1.0, "cwd": 10.0}
+    with pytest.raises(ValueError, match="the teacher segments 5 classes, the student 3"):
+        SegmentSpecificDistill(student=segmenter(), teacher=Teacher(segmenter(classes=5)))
+    alone = SegmentSpecificDistill(student=segmenter(), ignore_index=3)  # plain fine-tuning: the labels only
+    assert set(alone.distill_loss({"image": images, "mask": mask})) == {"ce"}
+
+
+def test_the_tiny_dense_specific_recipe_fits_and_exports_a_segmenter_that_takes_reader_images(tmp_path):
+    """recipes/g2sd/tiny_segment.yaml on the embedded scenes: both terms train, and the exported student,
+    rebuilt from its spec, maps the datamodule's own images to logits at their size."""
+    import cli
+
+    result = cli.main(["fit", "--config=recipes/g2sd/tiny_segment.yaml", "--trainer.max_epochs=1",
+                       "--test_after_fit=false", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+                       f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
+    logged = result.trainer.logged_metrics
+    assert {"train/ce", "train/cwd"} <= set(logged) and torch.isfinite(logged["train/cwd"])
+    rebuilt = specs.build(specs.module_spec(result.model.student))
+    rebuilt.load_state_dict(result.model.student.state_dict())
+    batch = next(iter(result.datamodule.val_dataloader()))
+    out = rebuilt.eval()(batch["image"])
+    assert out.shape == (batch["image"].shape[0], 11, *batch["image"].shape[-2:])

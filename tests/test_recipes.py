@@ -33,6 +33,7 @@ OVERLAY_BASES = {
     "recipes/dmae/paper.yaml": "recipes/dmae/distill.yaml",
     "recipes/g2sd/paper.yaml": "recipes/g2sd/generic.yaml",
     "recipes/g2sd/paper_specific.yaml": "recipes/g2sd/specific.yaml",
+    "recipes/g2sd/segment_teacher.yaml": "recipes/g2sd/segment.yaml",
 }
 
 

@@ -749,6 +749,46 @@ def test_a_pending_entry_runs_stages_once_per_seed_for_every_arm_built_on_them(s
         registry.write_entry(raw, registry.pending_dir())
 
 
+def test_publishing_an_arm_built_on_a_lost_stage_refits_the_stage_first(scratch_zoo, toy_ckpt, tmp_path, monkeypatch):
+    """On a new machine the recorded runs survive and the kept checkpoints do not: publishing an arm that
+    starts from a stage refits the stage at seed 0, refuses it if it does not reproduce its recorded run,
+    and only then refits the arm with {after} filled in."""
+    import shutil
+
+    from zoo import evidence, publish
+
+    monkeypatch.setattr(evidence, "STAGE_ROOT", tmp_path / "stages")
+    ckpt, _ = toy_ckpt
+    arm = {"config": ["recipes/graph_mlp/tiny.yaml"]}
+    after = {"arm": "after A", "role": "distilled", "after": "pretrain", "args": ["--init={after}"], **arm}
+    spec = {"metric": "test/acc", "stages": [{"arm": "pretrain", **arm}],
+            "arms": [{"arm": "scratch", "role": "baseline", **arm}, after]}  # fmt: skip
+    publishing_zoo(scratch_zoo, toy_ckpt, {"arm": "after A", "seeds": 1}, spec)
+    calls = []
+
+    def fit(arm, seed, keep=None, keep_as=None, pixel=0.5):
+        calls.append((arm.arm, list(arm.args)))
+        if keep_as is not None:
+            keep_as.parent.mkdir(parents=True, exist_ok=True)
+            keep_as.write_text("stage")
+            return {"test/pixel": pixel}, None
+        if keep is not None and seed == 0:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ckpt, keep / f"{evidence_slug(arm)}.ckpt")
+        return {"test/acc": 0.6}, 0.6
+
+    evidence.run("toy-student", seeds=1, fit=fit)
+    shutil.rmtree(tmp_path / "stages")  # a new machine
+    calls.clear()
+    with pytest.raises(ValueError, match=r"the refit of 'pretrain' at seed 0 does not reproduce its recorded run"):
+        publish.publish("toy-student", lambda *a, **k: fit(*a, **k, pixel=0.7), lambda f: None, keep=tmp_path / "k")
+    assert [c[0] for c in calls] == ["pretrain"] and not any((tmp_path / "stages").rglob("*.ckpt"))
+    calls.clear()
+    publish.publish("toy-student", fit, lambda f: None, keep=tmp_path / "k")
+    stage = evidence.stage_checkpoint("toy-student", registry.get("toy-student").meta.evidence.stage("pretrain"), 0)
+    assert calls == [("pretrain", []), ("after A", [f"--init={stage}"])]
+
+
 def test_publishing_a_pending_entry_moves_its_metafile_among_the_entries(scratch_zoo, toy_ckpt):
     """The exported weights join the pending metafile's recorded evidence; the pending file is removed."""
     registry.pending_dir().mkdir()

@@ -86,4 +86,6 @@ def publish(
             raise FileNotFoundError(f"{kept} (seed 0 of {source.arm!r}) is missing: rerun its evidence with --fresh")
         return export.export(kept, name, overwrite=True, part=plan.part)
     seed0 = next((r["test"] for r in results.get("runs", {}).get(arm.arm, []) if r["seed"] == 0), None)
+    if arm.after is not None and not (keep / f"{evidence.arm_slug(arm)}.ckpt").is_file():
+        arm = evidence.with_source(name, entry.meta, arm, 0, fit, keep)  # a lost stage is refitted first
     return export.export(_checkpoint(arm, fit, keep, seed0), name, overwrite=True, part=plan.part)
