@@ -270,17 +270,19 @@ def depth_metrics() -> MetricCollection:
     return MetricCollection(metrics)
 
 
-def _update_groups(metrics: MetricCollection, pred: Tensor, batch: dict[str, Any], keep: Tensor | None = None) -> None:
+def _update_groups(
+    metrics: MetricCollection, pred: Tensor, batch: dict[str, Any], keep: Tensor | None = None, prefix: str = ""
+) -> None:
     """Feed each image of the batch (those ``keep`` marks) to its groups' metrics: a generated image to the pooled
     ones and its source type's, a real frame to the pooled real ones and its dataset's (when the collection has
-    that dataset)."""
+    that group). ``prefix`` names a variant's metrics (``d0.1pct_absrel``, ``real_d0.1pct_absrel``)."""
     for i, dataset in enumerate(batch["dataset"]):
         if keep is not None and not bool(keep[i]):
             continue
         if dataset == "generated":
-            keys = [(m, f"{m}_{SOURCE_KINDS[int(batch['kind'][i])]}") for m in METRICS]
+            keys = [(f"{prefix}{m}", f"{prefix}{m}_{SOURCE_KINDS[int(batch['kind'][i])]}") for m in METRICS]
         else:
-            keys = [(f"real_{m}", f"{dataset}_{m}") for m in METRICS]
+            keys = [(f"real_{prefix}{m}", f"{dataset}_{prefix}{m}") for m in METRICS]
         for pair in keys:
             for key in pair:
                 if key in metrics:
@@ -314,7 +316,13 @@ class PromptDepthTeacher(_DepthModule):
     image's noisy source: the prompt is ``prompt_density`` (a log-uniform range) of the source's pixels, the loss
     SILog + L1 of inverse depth over all of the source's pixels (``loss_weights`` ``silog``, ``l1_inverse``).
     Evaluation prompts ``eval_density`` of the image's own source (``eval_prompt="source"``) or of the clean
-    ground truth (``"clean"``: depth completion, the upper bound); real frames are prompted from their ground truth."""
+    ground truth (``"clean"``: depth completion, the upper bound); real frames are prompted from their ground truth.
+
+    The test also scores the same network under other prompts, pooled over the generated and the real images:
+    each of ``test_densities`` of the own source (``d0.1pct_absrel``, ``real_d0.1pct_absrel``, ...) and, with
+    ``test_clean``, ``eval_density`` of the clean depth (``clean_absrel``...). A density sweep or the completion
+    bound then needs no fit of its own (the prompt changes only at test), and its points are paired: one model,
+    the same images, the same seed of prompt pixels."""
 
     def __init__(
         self,
@@ -322,21 +330,44 @@ class PromptDepthTeacher(_DepthModule):
         prompt_density: tuple[float, float] = (0.0025, 0.04),
         eval_density: float = 0.01,
         eval_prompt: Literal["source", "clean"] = "source",
+        test_densities: list[float] | None = None,
+        test_clean: bool = False,
         init_weights: str | None = None,
         loss_weights: dict[str, float] | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         lo, hi = prompt_density
-        if not 0 < lo <= hi <= 1 or not 0 < eval_density <= 1:
+        sweep = [float(d) for d in test_densities or []]
+        if not 0 < lo <= hi <= 1 or not all(0 < d <= 1 for d in [eval_density, *sweep]):
             raise ValueError(
                 f"prompt densities must lie in (0, 1] with low <= high, got {prompt_density}, {eval_density}"
+                + (f", test_densities {sweep}" if sweep else "")
             )
         if eval_prompt not in ("source", "clean"):
             raise ValueError(f"eval_prompt must be 'source' or 'clean', got {eval_prompt!r}")
         super().__init__(student=student, init_weights=init_weights, loss_weights=loss_weights, optimizer=optimizer,
                          lr_scheduler=lr_scheduler)  # fmt: skip
         self.prompt_density, self.eval_density, self.eval_prompt = (float(lo), float(hi)), eval_density, eval_prompt
+        self.test_variants = {f"d{100 * d:g}pct_": ("source", d) for d in sweep}
+        if test_clean:
+            self.test_variants["clean_"] = ("clean", eval_density)
+
+    def configure_metrics(self) -> MetricCollection:
+        """The pooled depth metrics, plus the pooled generated and real ones of each test prompt variant."""
+        variants = {
+            f"{g}{v}{m}": PooledDepthMetric(m) for v in self.test_variants for g in ("", "real_") for m in METRICS
+        }
+        return MetricCollection({**super().configure_metrics(), **variants})
+
+    def evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, Tensor]:
+        out = super().evaluate(batch, stage)
+        if stage == "test":
+            for prefix, (prompt, density) in self.test_variants.items():
+                with torch.no_grad():
+                    pred, keep = self.predict_depth(batch, density, prompt)
+                _update_groups(self.stage_metrics[stage], pred, batch, keep, prefix)
+        return out
 
     def draw_density(self, n: int) -> Tensor:
         lo, hi = (math.log(v) for v in self.prompt_density)
@@ -356,19 +387,22 @@ class PromptDepthTeacher(_DepthModule):
             "l1_inverse": (1 / pred[valid] - 1 / source[valid]).abs().mean(),
         }
 
-    def predict_depth(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """The teacher's depth of each image that can be prompted: from its own noisy source (or its clean depth,
-        ``eval_prompt="clean"``), real frames from their ground truth. An image whose source measured nothing
-        (a ToF frame entirely beyond 5 m) has no prediction; ``<stage>/unprompted`` counts them."""
+    def predict_depth(
+        self, batch: dict[str, Any], density: float | None = None, prompt: str | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The teacher's depth of each image that can be prompted, at ``density`` (default ``eval_density``): from
+        its own noisy source (or its clean depth, ``prompt="clean"``; default ``eval_prompt``), real frames from
+        their ground truth. An image whose source measured nothing (a ToF frame entirely beyond 5 m) has no
+        prediction; ``<stage>/unprompted`` counts them."""
+        density = self.eval_density if density is None else density
         generated = [d == "generated" for d in batch["dataset"]]
-        prompt_from = batch["source"] if self.eval_prompt == "source" else batch["depth"]
+        prompt_from = batch["source"] if (prompt or self.eval_prompt) == "source" else batch["depth"]
         prompt_from = torch.stack([p if g else d for p, g, d in zip(prompt_from, generated, batch["depth"])])
         keep = (prompt_from > 0).flatten(1).any(1)
         pred = torch.zeros_like(batch["depth"])
         if bool(keep.any()):
             generator = torch.Generator().manual_seed(int(batch["index"][0]))  # the same prompt pixels in every eval
-            prompt = sample_prompt(prompt_from[keep], self.eval_density, generator)
-            pred[keep] = self.student(batch["image"][keep], prompt)
+            pred[keep] = self.student(batch["image"][keep], sample_prompt(prompt_from[keep], density, generator))
         return pred, keep
 
 

@@ -169,3 +169,30 @@ def test_a_teacher_has_no_prediction_for_an_image_whose_source_measured_nothing(
     assert keep.tolist() == [True, False, True] and (pred[0] > 0).all() and (pred[1] == 0).all()
     b["dataset"] = ["generated", "kitti", "generated"]  # a real frame is prompted from its ground truth instead
     assert module.predict_depth(b)[1].all()
+
+
+def test_the_teacher_test_scores_a_density_sweep_and_clean_prompts_on_the_same_network(tmp_path):
+    """The sweep's points are the same network on the same images and prompt seed: the variant at the eval
+    density equals the headline exactly, another density differs, and the clean-prompt variant equals the
+    headline of the same network evaluated with eval_prompt='clean'."""
+    import lightning as L
+
+    from datamodules.images import MetricDepthDataModule
+
+    dm = MetricDepthDataModule(size=(32, 32), train_samples=8, val_samples=4, test_samples=8, batch_size=4)
+    torch.manual_seed(0)
+    module = PromptDepthTeacher(PromptDepthNet(widths=(4, 8)), test_densities=[0.01, 0.05], test_clean=True)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                        default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(module, dm)
+    (results,) = trainer.test(module, dm, verbose=False)
+    assert results["test/d1pct_absrel"] == pytest.approx(results["test/absrel"], abs=1e-7)
+    assert results["test/d5pct_absrel"] != pytest.approx(results["test/absrel"], abs=1e-4)
+    assert {"test/d5pct_delta1", "test/clean_rmse", "test/clean_silog"} <= set(results)
+    clean = PromptDepthTeacher(module.student, eval_prompt="clean")
+    (bound,) = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path).test(
+        clean, dm, verbose=False
+    )
+    assert results["test/clean_absrel"] == pytest.approx(bound["test/absrel"], abs=1e-7)
+    with pytest.raises(ValueError, match=r"test_densities \[0.0\]"):
+        PromptDepthTeacher(PromptDepthNet(widths=(4, 8)), test_densities=[0.0])
