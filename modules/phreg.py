@@ -168,6 +168,7 @@ class RegisterViT(nn.Module):
         ``value_last_block``: the last block becomes the value path of the official CLIP student."""
         kwargs = dict(vit.init_args, dynamic_img_size=True, pretrained=False)
         kwargs["mean"], kwargs["std"] = vit.mean.flatten().tolist(), vit.std.flatten().tolist()
+        kwargs.pop("naclip_std", None)  # a NACLIP teacher's student keeps the plain block's weights (official)
         student = cls(kwargs, num_registers, value_last_block)
         student.backbone.vit.load_state_dict(vit.vit.state_dict())
         return student

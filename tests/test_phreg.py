@@ -198,6 +198,52 @@ def test_an_open_clip_tower_becomes_a_timm_vit_computing_the_same_embedding_and_
     assert student.dense_features(torch.rand(1, 3, 48, 64)).shape == (1, 16, 6, 8)
 
 
+def test_the_naclip_teacher_block_is_key_key_attention_plus_a_patch_gaussian_without_residual_or_mlp():
+    """PH-Reg's CLIP teacher (NACLIP, augNaCLIP ``custom_attn``, 'naclip' + 'reduced'): the last block of the
+    open_clip tower becomes out_proj(softmax(k k^T / sqrt(d) + omega) v), omega[(i,j),(k,l)] =
+    exp(-((i-k)^2 + (j-l)^2) / (2 std^2)) on patches and 0 for CLS; the weights stay the plain tower's,
+    the grid follows the input size, and the PH-Reg student built from it keeps the plain block."""
+    import math
+
+    from modules.nets.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, from_open_clip
+    from modules.nets.vit import NACLIPBlock
+
+    tower = small_clip_tower()
+    plain, naclip = from_open_clip(tower).eval(), from_open_clip(tower, naclip_std=2.0).as_dynamic().eval()
+    assert isinstance(naclip.vit.blocks[-1], NACLIPBlock)
+    assert naclip.vit.state_dict().keys() == plain.vit.state_dict().keys()
+    x = torch.rand(2, 3, 24, 32)  # a 3 x 4 grid, not the tower's 4 x 4
+    normalised = (x - torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        tokens = plain.as_dynamic().vit
+        t = tokens.norm_pre(tokens._pos_embed(tokens.patch_embed(normalised)))
+        t = tokens.blocks[0](t)  # the input of the last block, as the tower computes it
+        block = tower.transformer.resblocks[-1]
+        h = block.ln_1(t)
+        w, b = block.attn.in_proj_weight, block.attn.in_proj_bias
+        k = F.linear(h, w[32:64], b[32:64]).view(2, 13, 2, 16).transpose(1, 2)
+        v = F.linear(h, w[64:], b[64:]).view(2, 13, 2, 16).transpose(1, 2)
+        cells = [(i, j) for i in range(3) for j in range(4)]
+        omega = torch.zeros(13, 13)
+        for a, (i, j) in enumerate(cells):
+            for c, (m, n) in enumerate(cells):
+                omega[1 + a, 1 + c] = math.exp(-((i - m) ** 2 + (j - n) ** 2) / (2 * 2.0**2))
+        attention = (k @ k.transpose(-2, -1) / math.sqrt(16) + omega).softmax(-1)
+        expected = block.attn.out_proj((attention @ v).transpose(1, 2).reshape(2, 13, 32))
+        got = naclip.vit.blocks[-1](
+            naclip.vit.blocks[0](
+                naclip.vit.norm_pre(naclip.vit._pos_embed(naclip.vit.patch_embed(naclip.normalize(x))))
+            )
+        )
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert naclip.dense_features(x).shape == (2, 16, 3, 4)
+        assert not torch.allclose(naclip.dense_features(x), plain.as_dynamic().dense_features(x), atol=1e-3)
+    student = RegisterViT.from_vit(naclip, num_registers=2, value_last_block=True)
+    assert not any(isinstance(m, NACLIPBlock) for m in student.modules())
+    with pytest.raises(ValueError, match="std > 0"):
+        from_open_clip(tower, naclip_std=0.0)
+
+
 def test_clip_weights_that_cannot_be_fetched_name_what_to_download(monkeypatch):
     from modules.nets.clip import clip_vit
 

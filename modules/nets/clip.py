@@ -51,22 +51,32 @@ def visual_config(visual: nn.Module) -> dict[str, Any]:
     }
 
 
-def from_open_clip(visual: nn.Module, dense_head: bool = True) -> TimmViT:
+def from_open_clip(visual: nn.Module, dense_head: bool = True, naclip_std: float | None = None) -> TimmViT:
     """A ``TimmViT`` computing exactly what the open_clip image tower ``visual`` computes (its pooled,
-    projected embedding as ``forward``), loaded strictly through timm's OpenAI-CLIP conversion."""
+    projected embedding as ``forward``), loaded strictly through timm's OpenAI-CLIP conversion; with
+    ``naclip_std`` its last block is NACLIP's (:class:`~modules.nets.vit.NACLIPBlock`), PH-Reg's CLIP teacher."""
     from timm.models.vision_transformer import _convert_openai_clip
 
     if getattr(visual, "attn_pool", None) is not None or not hasattr(visual, "conv1"):
         raise TypeError("only plain open_clip ViT towers (no attentional pooler, a conv patch embedding) convert")
-    config = {"mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD, "norm_eps": float(visual.ln_pre.eps)}
+    config = {
+        "mean": OPENAI_CLIP_MEAN,
+        "std": OPENAI_CLIP_STD,
+        "norm_eps": float(visual.ln_pre.eps),
+        "naclip_std": naclip_std,
+    }
     vit = TimmViT(timm_kwargs=visual_config(visual), dense_head=dense_head, **config)
     state = _convert_openai_clip({f"visual.{k}": v for k, v in visual.state_dict().items()}, vit.vit)
     vit.vit.load_state_dict(state)
     return vit
 
 
-def clip_vit(model_name: str = "ViT-B-16", pretrained: str = "openai", dense_head: bool = True) -> TimmViT:
-    """The image tower of open_clip's ``model_name`` at ``pretrained`` as a ``TimmViT`` (see the module)."""
+def clip_vit(
+    model_name: str = "ViT-B-16", pretrained: str = "openai", dense_head: bool = True, naclip_std: float | None = None
+) -> TimmViT:
+    """The image tower of open_clip's ``model_name`` at ``pretrained`` as a ``TimmViT`` (see the module).
+    PH-Reg's CLIP teacher is ``clip_vit(..., naclip_std=5.0)`` (NACLIP's default Gaussian; its student, built
+    by ``RegisterViT.from_vit(..., value_last_block=True)``, keeps the plain last block's weights)."""
     import open_clip
 
     try:
@@ -76,4 +86,4 @@ def clip_vit(model_name: str = "ViT-B-16", pretrained: str = "openai", dense_hea
             f"clip_vit: the weights of open_clip {model_name!r} at {pretrained!r} could not be loaded "
             f"({type(err).__name__}: {err}); {_download_hint(model_name, pretrained)}"
         ) from err
-    return from_open_clip(model.visual, dense_head)
+    return from_open_clip(model.visual, dense_head, naclip_std)

@@ -51,6 +51,49 @@ def check_image_size(owner: str, network: Any, datamodule: Any) -> None:
         raise ValueError(f"{owner}: the data's image_size {size} does not fit the student: {err}") from None
 
 
+class NACLIPBlock(nn.Module):
+    """NACLIP's last block (Hajimiri et al., "Pay Attention to Your Neighbours", WACV 2025), which PH-Reg's CLIP
+    teacher runs (0raiser0/PH-Reg ``CLIP/models/augNaCLIP/model.py``, ``custom_attn`` with attention
+    ``naclip`` and the ``reduced`` architecture): the attention logits are key-key similarities ``k k^T * scale``
+    plus a Gaussian of the patch-grid distance (``std`` in patches, ``exp(-d^2 / 2 std^2)``; nothing for the
+    prefix tokens), and the block's output is the attention's output projection alone: no residual, no MLP.
+    It holds the timm block's own submodules under their own names, so the state dict is the plain ViT's;
+    the grid comes from the patch embedding's output (``record_grid``, a forward hook)."""
+
+    def __init__(self, block: nn.Module, std: float, num_prefix_tokens: int) -> None:
+        super().__init__()
+        if std <= 0:
+            raise ValueError(f"NACLIP's Gaussian needs std > 0 (patches), got {std}")
+        for name, child in block.named_children():
+            self.add_module(name, child)
+        self.std, self.num_prefix_tokens = float(std), num_prefix_tokens
+        self.grid: tuple[int, int] | None = None
+        self._neighbours: dict[tuple[int, int], Tensor] = {}
+
+    def record_grid(self, embed: nn.Module, args: Any, out: Tensor) -> None:
+        self.grid = tuple(out.shape[1:3]) if out.ndim == 4 else tuple(embed.grid_size)
+
+    def neighbours(self, grid: tuple[int, int], device: torch.device, dtype: torch.dtype) -> Tensor:
+        """[N, N] Gaussian addition over prefix + h*w tokens (zero rows and columns for the prefix)."""
+        if grid not in self._neighbours:
+            rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+            cells = torch.stack([rows.flatten(), cols.flatten()], dim=1).float()
+            gauss = torch.exp(-torch.cdist(cells, cells).pow(2) / (2 * self.std**2))
+            self._neighbours[grid] = F.pad(gauss, (self.num_prefix_tokens, 0, self.num_prefix_tokens, 0))
+        return self._neighbours[grid].to(device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        attn = self.attn
+        b, n, c = x.shape
+        if self.grid is None or self.num_prefix_tokens + self.grid[0] * self.grid[1] != n:
+            raise RuntimeError(f"NACLIPBlock: {n} tokens do not match the recorded patch grid {self.grid}")
+        qkv = attn.qkv(self.norm1(x)).reshape(b, n, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
+        k, v = attn.k_norm(qkv[1]), qkv[2]
+        logits = k @ k.transpose(-2, -1) * attn.scale + self.neighbours(self.grid, x.device, x.dtype)
+        out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, c)
+        return attn.proj(attn.norm(out))
+
+
 @exportable
 class TimmViT(nn.Module):
     """An exportable timm Vision Transformer (Dosovitskiy et al. 2021; timm ``vision_transformer.py``) that
@@ -63,8 +106,9 @@ class TimmViT(nn.Module):
     statistics) and otherwise to ImageNet's. ``dynamic_img_size=True`` accepts any input size that is a
     multiple of the patch, interpolating the positional embedding (timm's option), so a ViT trained at 224²
     runs at CamVid's 360×480. ``dense_head`` passes every token of ``dense_features`` through the head (a CLIP
-    tower's projection, :mod:`modules.nets.clip`); ``norm_eps`` builds every LayerNorm at that eps. The state
-    dict is the timm model's under ``vit.``.
+    tower's projection, :mod:`modules.nets.clip`); ``norm_eps`` builds every LayerNorm at that eps.
+    ``naclip_std`` (patches) runs the last block as NACLIP's (:class:`NACLIPBlock`), PH-Reg's CLIP teacher. The
+    state dict is the timm model's under ``vit.``.
     """
 
     spec_overrides = {"pretrained": False}  # a rebuilt ViT takes the zoo's weights, never a hub download
@@ -79,6 +123,7 @@ class TimmViT(nn.Module):
         dynamic_img_size: bool = False,
         dense_head: bool = False,
         norm_eps: float | None = None,
+        naclip_std: float | None = None,
     ) -> None:
         super().__init__()
         import timm
@@ -112,6 +157,9 @@ class TimmViT(nn.Module):
                     f"TimmViT wraps timm VisionTransformer models; {model_name!r} builds a {type(vit).__name__}"
                 )
         self.vit: VisionTransformer = vit
+        if naclip_std is not None:
+            vit.blocks[-1] = NACLIPBlock(vit.blocks[-1], naclip_std, vit.num_prefix_tokens)
+            vit.patch_embed.register_forward_hook(vit.blocks[-1].record_grid)
         self.dense_head = dense_head
         # a named model's own statistics by default: silently wrong normalisation is the classic trap
         cfg = (getattr(vit, "pretrained_cfg", None) or {}) if model_name else {}
