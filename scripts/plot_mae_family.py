@@ -1,7 +1,7 @@
 """Figures for the MAE-family cards (DMAE, G2SD): reconstructions of held-out images and the training curves
 of every loss term of the pre-training stages.
 
-    python scripts/plot_mae_family.py --entry dmae-vit-cifar10 [--images 8] [--seed 0]
+    python scripts/plot_mae_family.py --entry dmae-vit-cifar10 [--images 8] [--seed 0] [--fit-missing]
 
 ``reconstructions``: CIFAR-10 test images, the visible patches under one fixed mask (0.75), then the pixels
 predicted for the masked patches by the MAE teacher (``zoo:mae-vit-cifar10``) and by each pre-training stage
@@ -11,7 +11,9 @@ are taken from the original patch for display, as MAE's own visualisation does.
 
 ``curves``: the logged training terms (``train/pixel``, ``train/distill``, ``train/generic``...) of every stage
 fitted at ``--seed``, read from the CSV that ``zoo evidence`` keeps beside each stage checkpoint, so a stuck
-distillation term is visible (G2SD issue #7). Writes docs/figures/<entry>-reconstructions.png and -curves.png.
+distillation term is visible (G2SD issue #7). ``--fit-missing`` refits the stages a new machine lost (CPU fits
+are deterministic; a refit that differs from its recorded run is refused). Writes
+docs/figures/<entry>-reconstructions.png and -curves.png.
 """
 
 from __future__ import annotations
@@ -62,10 +64,14 @@ def visible_only(mae: MaskedAutoencoder, images: torch.Tensor, noise: torch.Tens
     return unpatchify(patchify(images, p) * keep + 0.5 * (1 - keep), p, mae.encoder.grid_size)
 
 
-def stage_files(name: str, seed: int) -> list[tuple[str, Path]]:
-    """(stage name, kept checkpoint) of every stage of ``name`` fitted at ``seed``."""
-    spec = registry.get(name, pending=True).meta.evidence
-    found = [(s.arm, evidence.stage_checkpoint(name, s, seed)) for s in spec.stages]
+def stage_files(name: str, seed: int, fit_missing: bool = False) -> list[tuple[str, Path]]:
+    """(stage name, kept checkpoint) of every stage of ``name`` fitted at ``seed``; with ``fit_missing`` a lost
+    one is refitted first and must reproduce its recorded run (:func:`zoo.evidence.kept_source`)."""
+    meta = registry.get(name, pending=True).meta
+    if fit_missing:
+        for stage in meta.evidence.stages:
+            evidence.kept_source(name, meta, stage.arm, seed, cli.evidence_fit)
+    found = [(s.arm, evidence.stage_checkpoint(name, s, seed)) for s in meta.evidence.stages]
     return [(arm, path) for arm, path in found if path.is_file()]
 
 
@@ -139,9 +145,11 @@ def main() -> None:
     parser.add_argument("--entry", required=True)
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fit-missing", action="store_true", help="refit lost stage checkpoints first")
     args = parser.parse_args()
     figures = ROOT / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
+    stage_files(args.entry, args.seed, args.fit_missing)
     plot_reconstructions(args.entry, args.seed, args.images, figures / f"{args.entry}-reconstructions.png")
     plot_curves(args.entry, args.seed, figures / f"{args.entry}-curves.png")
 

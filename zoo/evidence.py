@@ -97,31 +97,38 @@ def _after(arm: schema.Arm, checkpoint: Path) -> schema.Arm:
     return dataclasses.replace(arm, args=[a.replace("{after}", str(checkpoint)) for a in arm.args])
 
 
+def kept_source(name: str, meta: schema.Meta, source_name: str, seed: int, fit: Fit, keep: Path | None = None) -> Path:
+    """The kept checkpoint of ``source_name`` (a stage, or an arm others start from) at ``seed``, refitting a lost
+    one first (a new machine keeps no checkpoints); a refit whose test metrics differ from the recorded run is
+    deleted and refused, since what starts from it would not be what the card describes."""
+    spec = meta.evidence
+    assert spec is not None
+    staged = source_name in {s.arm for s in spec.stages}
+    source = spec.stage(source_name) if staged else spec.arm(source_name)
+    checkpoint = stage_checkpoint(name, source, seed)
+    if checkpoint.is_file():
+        return checkpoint
+    print(f"[evidence] {checkpoint} is missing: refitting {source.arm!r} at seed {seed}", flush=True)
+    tests, _, _ = _timed_kept(fit, source, seed, None if staged else keep, checkpoint)
+    runs = (meta.results.stage_runs if staged else meta.results.runs).get(source.arm, [])
+    mine = fingerprint(source) if staged else arm_fingerprint(spec, source)
+    recorded = next((r.test for r in runs if r.seed == seed and r.fingerprint == mine), {})
+    drift = {k: (recorded[k], v) for k, v in tests.items() if k in recorded and abs(recorded[k] - v) > 1e-4}
+    if drift:
+        checkpoint.unlink()
+        raise ValueError(
+            f"the refit of {source.arm!r} at seed {seed} does not reproduce its recorded run ({drift}); rerun "
+            f"the evidence of {name!r} with --fresh"
+        )
+    return checkpoint
+
+
 def with_source(
     name: str, meta: schema.Meta, arm: schema.Arm, seed: int, fit: Fit, keep: Path | None = None
 ) -> schema.Arm:
-    """``arm`` with ``{after}`` filled in by its source's kept checkpoint at ``seed``, refitting a lost one
-    first (a new machine keeps no checkpoints); a refit whose test metrics differ from the recorded run of
-    the source is refused, since the arm would then start from weights the card does not describe."""
-    spec = meta.evidence
-    assert spec is not None and arm.after is not None
-    staged = arm.after in {s.arm for s in spec.stages}
-    source = spec.stage(arm.after) if staged else spec.arm(arm.after)
-    checkpoint = stage_checkpoint(name, source, seed)
-    if not checkpoint.is_file():
-        print(f"[evidence] {checkpoint} is missing: refitting {source.arm!r} at seed {seed}", flush=True)
-        tests, _, _ = _timed_kept(fit, source, seed, None if staged else keep, checkpoint)
-        runs = (meta.results.stage_runs if staged else meta.results.runs).get(source.arm, [])
-        mine = fingerprint(source) if staged else arm_fingerprint(spec, source)
-        recorded = next((r.test for r in runs if r.seed == seed and r.fingerprint == mine), {})
-        drift = {k: (recorded[k], v) for k, v in tests.items() if k in recorded and abs(recorded[k] - v) > 1e-4}
-        if drift:
-            checkpoint.unlink()
-            raise ValueError(
-                f"the refit of {source.arm!r} at seed {seed} does not reproduce its recorded run ({drift}); rerun "
-                f"the evidence of {name!r} with --fresh"
-            )
-    return _after(arm, checkpoint)
+    """``arm`` with ``{after}`` filled in by its source's kept checkpoint at ``seed`` (:func:`kept_source`)."""
+    assert arm.after is not None
+    return _after(arm, kept_source(name, meta, arm.after, seed, fit, keep))
 
 
 def _timed_kept(
