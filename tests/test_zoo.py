@@ -545,6 +545,20 @@ def test_cards_show_the_paired_difference_beside_the_unpaired_rows(scratch_zoo):
     card = cards.render_entry(registry.get("gcn-csbm").meta)
     assert "| arm | mean ± std | n | paired Δ vs baseline [95% CI] |" in card
     assert "| distilled | 60.67 ± 2.52 | 3 | +10.00 [+10.00, +10.00] |" in card
+    # an arm paired against another arm than the baseline (DMAE against MAE alone): each cell names its own
+    raw = registry.get("gcn-csbm").raw
+    raw["evidence"]["arms"].append(
+        {"arm": "other", "config": ["recipes/graph_mlp/tiny.yaml"], "paired_against": "distilled"}
+    )
+    registry.write_entry(raw, registry.entries_dir())
+    evidence.run("gcn-csbm", seeds=3, fit=fake_fit)
+    card = cards.render_entry(registry.get("gcn-csbm").meta)
+    assert "| arm | mean ± std | n | paired Δ [95% CI] |" in card
+    assert "| other | 50.67 ± 2.52 | 3 | -10.00 [-10.00, -10.00] vs distilled |" in card
+    assert "| distilled | 60.67 ± 2.52 | 3 | +10.00 [+10.00, +10.00] vs baseline |" in card
+    raw["evidence"]["arms"][-1]["paired_against"] = "nobody"
+    with pytest.raises(ValueError, match="paired against 'nobody', not another arm"):
+        registry.write_entry(raw, registry.entries_dir())
 
 
 def publishing_zoo(scratch_zoo, toy_ckpt, plan: dict, evidence: dict | None = None) -> dict:

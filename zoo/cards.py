@@ -18,18 +18,18 @@ def _value(row: schema.Row | schema.Summary) -> str:
     return f"{row.mean:.2f} ± {row.std:.2f}" if row.std is not None else f"{row.mean:.2f}"
 
 
-def _paired(row: schema.Row) -> str:
+def _paired(row: schema.Row, named: bool = False) -> str:
     p = row.paired
-    return f" {p.mean:+.2f} [{p.lo:+.2f}, {p.hi:+.2f}] |" if p else " |"
+    return f" {p.mean:+.2f} [{p.lo:+.2f}, {p.hi:+.2f}]{f' vs {p.against}' if named else ''} |" if p else " |"
 
 
-def _fmt_row(row: schema.Row, top_k: int, extra: list[str], paired: bool) -> str:
+def _fmt_row(row: schema.Row, top_k: int, extra: list[str], paired: bool, named: bool = False) -> str:
     top = " |" if top_k else ""
     if top_k and row.top_mean is not None:
         top = f" {row.top_mean:.2f} ± {row.top_std:.2f} |"
     more = "".join(f" {_value(row.metrics[m])} |" if m in row.metrics else " |" for m in extra)
     n = "" if row.n is None else row.n
-    return f"| {row.arm} | {_value(row)} | {n} |{_paired(row) if paired else ''}{top}{more}"
+    return f"| {row.arm} | {_value(row)} | {n} |{_paired(row, named) if paired else ''}{top}{more}"
 
 
 def _published(block: schema.PublishedModel | None) -> str | None:
@@ -44,11 +44,14 @@ def _table(title: str, metric: str, rows: list[schema.Row]) -> list[str]:
     top_k = max((r.top_k for r in rows), default=0)
     extra = list(dict.fromkeys(m for r in rows for m in r.metrics))
     paired = any(r.paired for r in rows)
-    against = next((r.paired.against for r in rows if r.paired), "")
-    head = "| arm | mean ± std | n |" + (f" paired Δ vs {against} [95% CI] |" if paired else "")
+    against = {r.paired.against for r in rows if r.paired}
+    named = len(against) > 1  # pairs against several arms: each cell names its own
+    head = "| arm | mean ± std | n |" + (
+        (" paired Δ [95% CI] |" if named else f" paired Δ vs {next(iter(against))} [95% CI] |") if paired else ""
+    )
     head += (f" top {top_k} by validation |" if top_k else "") + "".join(f" {m} |" for m in extra)
     rule = "|---|---|---|" + ("---|" if paired else "") + ("---|" if top_k else "") + "---|" * len(extra)
-    return [f"### {title}: {metric}", "", head, rule, *(_fmt_row(r, top_k, extra, paired) for r in rows), ""]
+    return [f"### {title}: {metric}", "", head, rule, *(_fmt_row(r, top_k, extra, paired, named) for r in rows), ""]
 
 
 def render_entry(meta: schema.Metafile) -> str:

@@ -392,14 +392,18 @@ def _write(
         row["seconds_per_run"] = round(statistics.fmean(r["seconds"] for r in mine), 1)
         rows.append(row)
     baseline = spec.with_role("baseline")
-    base = {r["seed"]: r["test"].get(metric) for r in recorded.get(baseline, []) if r["seed"] < seeds}
+
+    def headline(arm: str | None) -> dict[int, float | None]:
+        return {r["seed"]: r["test"].get(metric) for r in recorded.get(arm, []) if r["seed"] < seeds}
+
     for row in rows:
-        if row["arm"] == baseline or baseline is None or row.get("metric"):  # pairs share the headline
+        against = spec.arm(row["arm"]).paired_against or baseline
+        if row["arm"] == against or against is None or row.get("metric"):  # pairs share the headline
             continue
-        mine = {r["seed"]: r["test"].get(metric) for r in recorded[row["arm"]] if r["seed"] < seeds}
+        mine, base = headline(row["arm"]), headline(against)
         shared = sorted(s for s in mine if s in base and mine[s] is not None and base[s] is not None)
         if len(shared) >= 2:
-            row["paired"] = {"against": baseline, **paired_difference([(mine[s] - base[s]) * scale for s in shared])}
+            row["paired"] = {"against": against, **paired_difference([(mine[s] - base[s]) * scale for s in shared])}
     results.update(
         command=command,
         metric=metric,

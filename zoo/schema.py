@@ -128,6 +128,7 @@ class Arm:
     runs_from: str | None = None  # an entry that fits this same arm: its recorded runs are shown here, not refitted
     metric: str | None = None  # another headline for this arm (a dense probe's test/miou): its own table
     scale: float | None = None  # that metric's scale (default the evidence's)
+    paired_against: str | None = None  # the arm its paired difference is taken against (default the baseline)
 
 
 @dataclass(frozen=True)
@@ -475,6 +476,11 @@ def parse(raw: Any, pending: bool = False) -> Metafile:
                 )
             if arm.after is not None and not any("{after}" in a for a in arm.args):
                 raise SchemaError(f"evidence.arms: {arm.arm!r} after a stage: no arg takes {{after}}")
+            if arm.paired_against is not None and arm.paired_against not in arms.keys() - {arm.arm}:
+                raise SchemaError(
+                    f"evidence.arms: {arm.arm!r} is paired against {arm.paired_against!r}, not another arm of "
+                    f"{sorted(arms)}"
+                )
     plan = meta.publish
     if plan is not None:
         if sum(x is not None for x in (plan.arm, plan.fit, plan.script)) != 1:
