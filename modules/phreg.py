@@ -384,6 +384,7 @@ class PHReg(DistillModule):
         self.target_file = target_file
         self.train_targets: outputs.TeacherOutputs | None = None
         self.train_ids: list[str] = []
+        self._held_out: dict[tuple[str, tuple[int, ...]], Tensor] = {}  # (stage, sample indices) -> live targets
 
     @property
     def patch(self) -> int:
@@ -437,8 +438,13 @@ class PHReg(DistillModule):
         return phreg_loss(self.student.dense_features(batch["image"]), target)
 
     def evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        """``cos`` and ``mse`` to the held-out images' TTA targets, computed live once per batch of images and
+        kept in memory (never saved): the frozen teacher and the batch's seed make them the same every epoch."""
         images = batch["image"]
-        target = self.targets_for(images, seed=int(batch["index"][0]))
+        key = (stage, tuple(int(i) for i in batch["index"]))
+        if key not in self._held_out:
+            self._held_out[key] = self.targets_for(images, seed=key[1][0]).cpu()
+        target = self._held_out[key].to(images.device)
         terms = phreg_loss(self.student.dense_features(images), target)
         return {"cos": 1 - terms["cosine"], "mse": terms["mse"]}
 

@@ -131,6 +131,21 @@ def test_a_fit_precomputes_the_targets_once_and_refuses_a_file_of_another_teache
         trainer.fit(other, datamodule=data)
 
 
+def test_held_out_targets_are_computed_once_and_are_the_live_ones(monkeypatch):
+    """Validation reads the same TTA targets every epoch: computed on the first visit of a batch, then kept."""
+    module = PHReg(teacher=Teacher(tiny_vit()), num_registers=2, views=3)
+    batch = {"image": torch.rand(2, 3, 32, 48), "index": torch.tensor([4, 5])}
+    calls = []
+    live = module.targets_for
+    monkeypatch.setattr(module, "targets_for", lambda images, seed: calls.append(seed) or live(images, seed))
+    first, second = module.evaluate(batch, "val"), module.evaluate(batch, "val")
+    assert calls == [4] and torch.equal(first["cos"], second["cos"])
+    expected = phreg_loss(module.student.dense_features(batch["image"]), live(batch["image"], seed=4))
+    assert first["mse"].item() == pytest.approx(expected["mse"].item(), rel=1e-6)
+    module.evaluate(batch, "test")
+    assert calls == [4, 4]  # another split is its own entry
+
+
 def test_the_tta_teacher_is_a_drop_in_dense_backbone():
     teacher = tiny_vit().as_dynamic()
     tta = TTADense(teacher, views=4)
