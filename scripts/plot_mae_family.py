@@ -69,8 +69,10 @@ def stage_files(name: str, seed: int, fit_missing: bool = False) -> list[tuple[s
     one is refitted first and must reproduce its recorded run (:func:`zoo.evidence.kept_source`)."""
     meta = registry.get(name, pending=True).meta
     if fit_missing:
+        recorded = {k for k, runs in meta.results.stage_runs.items() if any(r.seed == seed for r in runs)}
         for stage in meta.evidence.stages:
-            evidence.kept_source(name, meta, stage.arm, seed, cli.evidence_fit)
+            if stage.arm in recorded:  # a stage never run is the evidence's to fit and record, not the figure's
+                evidence.kept_source(name, meta, stage.arm, seed, cli.evidence_fit)
     found = [(s.arm, evidence.stage_checkpoint(name, s, seed)) for s in meta.evidence.stages]
     return [(arm, path) for arm, path in found if path.is_file()]
 
