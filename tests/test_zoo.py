@@ -556,7 +556,13 @@ def test_cards_show_the_paired_difference_beside_the_unpaired_rows(scratch_zoo):
     assert "| arm | mean ± std | n | paired Δ [95% CI] |" in card
     assert "| other | 50.67 ± 2.52 | 3 | -10.00 [-10.00, -10.00] vs distilled |" in card
     assert "| distilled | 60.67 ± 2.52 | 3 | +10.00 [+10.00, +10.00] vs baseline |" in card
-    raw["evidence"]["arms"][-1]["paired_against"] = "nobody"
+    rows = {r.arm: r.n for r in registry.get("gcn-csbm").meta.results.rows}
+    raw = registry.get("gcn-csbm").raw
+    raw["evidence"]["arms"].append({"arm": "one seed", "config": ["recipes/graph_mlp/tiny.yaml"]})
+    registry.write_entry(raw, registry.entries_dir())
+    evidence.run("gcn-csbm", seeds=1, fit=fake_fit)  # a new arm at one seed keeps the others' three
+    assert {r.arm: r.n for r in registry.get("gcn-csbm").meta.results.rows} == rows | {"one seed": 1}
+    raw["evidence"]["arms"][-2]["paired_against"] = "nobody"
     with pytest.raises(ValueError, match="paired against 'nobody', not another arm"):
         registry.write_entry(raw, registry.entries_dir())
 

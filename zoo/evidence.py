@@ -370,7 +370,9 @@ def _write(
     directory: Path,
     stages: dict[str, list[dict]] | None = None,
 ) -> None:
-    """Rebuild the rows from every recorded run and write the metafile atomically."""
+    """Rebuild the rows from every recorded run and write the metafile atomically. A call with fewer seeds
+    than were recorded (``--seeds 1`` for a new arm of a 3-seed entry) keeps every recorded seed in the rows."""
+    seeds = max([seeds] + [r["seed"] + 1 for runs in recorded.values() for r in runs])
     metric, scale = spec.metric, spec.scale
     extra = [m for m in spec.metrics if m != metric]
     results = raw["results"]
