@@ -22,6 +22,7 @@ import argparse
 import csv
 import math
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -101,7 +102,7 @@ def plot_reconstructions(name: str, seed: int, count: int, out: Path) -> None:
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(title, fontsize=8)
+                ax.set_title(textwrap.fill(title, 18), fontsize=8)
     fig.suptitle(f"{name}: masked-patch reconstructions of CIFAR-10 test images (mask 0.75, seed {seed})", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
