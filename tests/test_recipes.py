@@ -4,6 +4,7 @@ configs and overrides into a model, a datamodule and a trainer exactly as ``fit`
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -59,10 +60,14 @@ def recipe_cases() -> list:
 
 
 def arm_cases() -> list:
+    """Every stage and arm of every published entry; an arm that starts after a stage is built without the
+    overrides that take the stage's checkpoint ({after}), which exists only once the stage has run."""
     cases = []
     for name in zoo.list():
         evidence = zoo.get(name).meta.evidence
-        for arm in evidence.arms if evidence else []:
+        for arm in [*evidence.stages, *evidence.arms] if evidence else []:
+            if arm.after is not None:
+                arm = dataclasses.replace(arm, args=[a for a in arm.args if "{after}" not in a])
             cases.append(pytest.param(arm, id=f"{name}: {arm.arm}"))
     return cases
 
