@@ -3,7 +3,8 @@
     python scripts/plot_evidence.py NAME [--out docs/figures/NAME-evidence.png]
 
 Arms named "... (ind)" are drawn as a second group. A paper row whose ``arm`` matches one of ours and
-whose ``value`` starts with a number is drawn as a black diamond beside our bar.
+whose ``value`` is a plain number is drawn as a black diamond beside our bar, labelled as the official code on
+the same split only when every drawn row's source says "same split".
 """
 
 from __future__ import annotations
@@ -68,11 +69,13 @@ def main() -> None:
     else:
         rows = [r for r in rows if r.metric is None]  # arms with another headline have their own chart
     ours = {r.arm for r in rows}
-    reference = {}
-    for row in paper_rows:
-        match = re.match(r"\s*([\d.]+)", str(row.value))
+    reference, sources = {}, []
+    for row in paper_rows:  # a plain number only: "98.7% of its teacher" is not an accuracy to plot
+        match = re.fullmatch(r"\s*([\d.]+)\s*", str(row.value))
         if match and row.arm in ours:
             reference[row.arm] = float(match.group(1))
+            sources.append(str(row.source))
+    same_split = bool(sources) and all("same split" in s for s in sources)
     spec = entry.meta.evidence
     percent = spec is not None and spec.scale == 100  # accuracies and AUCs in %: a 0-100 axis; else fit the data
     roles = {a.arm: a.role for a in spec.arms} if spec else {}
@@ -111,6 +114,8 @@ def main() -> None:
                 ax.plot(i, row.top_mean, marker="_", color="crimson", markersize=16, mew=2)
         ax.set_xticks(range(len(items)), [textwrap.fill(lab, 18) for lab in labels], fontsize=8)
         title = (spec.title if spec else None) or entry.meta.data.get("name", "")
+        if args.metric:  # another headline than the evidence's title names
+            title = f"{args.name}: {args.metric}"
         ns = sorted({r.n or 1 for r in items})
         seeds = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
         ax.set_title(textwrap.fill(" ".join(f"{title} {group}".split()) + f", {seeds} seeds", 50), fontsize=10)
@@ -119,7 +124,8 @@ def main() -> None:
     unit = " (%)" if percent else ""
     axes[0][0].set_ylabel(f"{metric}{unit}, mean ± std")
     if reference:
-        axes[0][0].plot([], [], "kD", label="official code, same split")
+        label = "official code, same split" if same_split else "published number, other settings (see the card)"
+        axes[0][0].plot([], [], "kD", label=label)
     if has_top:
         k = max(r.top_k for r in rows)
         axes[0][0].plot(

@@ -116,3 +116,19 @@ def test_an_image_size_the_patches_do_not_fit_is_refused_before_training(tmp_pat
     trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     with pytest.raises(ValueError, match=r"image_size 30 does not fit the student.*\(30, 30\)"):
         trainer.fit(MAEPretrain(tiny_mae()), datamodule=data)
+
+
+def test_the_finetune_recipe_starts_from_the_published_dmae_student_on_the_embedded_default(tmp_path):
+    """recipes/dmae/finetune.yaml: the network and weights are zoo:dmae-vit-cifar10's before any step, and it
+    trains on the embedded rendered shapes (10 classes: the head is kept; another count replaces it, as
+    tests/test_g2sd.py shows for the same module)."""
+    import cli
+    import zoo
+
+    built = cli.lightning_main(["--config=recipes/dmae/finetune.yaml"], run=False)
+    published = zoo.load("dmae-vit-cifar10")
+    assert torch.equal(built.model.student.vit.blocks[2].attn.qkv.weight, published.vit.blocks[2].attn.qkv.weight)
+    result = cli.main(["fit", "--config=recipes/dmae/finetune.yaml", "--trainer.fast_dev_run=true",
+                       f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
+    assert result.trainer.state.finished and result.datamodule.num_classes == result.model.student.num_classes == 10
+    assert not torch.equal(result.model.student.vit.head.weight, published.vit.head.weight)  # one step was taken

@@ -238,6 +238,8 @@ CHECKS: dict[str, tuple[Callable[[], float | None], list]] = {
     "mae-vit-cifar10": (lambda: mae_pixel_loss("mae-vit-cifar10"), [needs["cifar10"]]),
     "metric-prompt-teacher-scenes": (lambda: prompt_teacher_absrel("metric-prompt-teacher-scenes"), []),
     "mae-vit-cifar10-ft": (lambda: image_accuracy("mae-vit-cifar10-ft"), [needs["cifar10"]]),
+    "dmae-vit-cifar10": (lambda: image_accuracy("dmae-vit-cifar10"), [needs["cifar10"]]),
+    "g2sd-vit-cifar10": (lambda: image_accuracy("g2sd-vit-cifar10"), [needs["cifar10"]]),
 }
 for _view in ("fou", "fac", "kar", "zer", "mor"):
     CHECKS[f"uniego-uci-teacher-{_view}"] = (lambda v=_view: uci_view_accuracy(f"uniego-uci-teacher-{v}", v), [])

@@ -19,6 +19,8 @@ PINNED = {
     "distilcodec-librispeech": "0db26815c67ea74d",
     "mae-vit-cifar10": "2eaa9e0ee1c2b437",
     "mae-vit-cifar10-ft": "56c164ef8375dd77",
+    "dmae-vit-cifar10": "4227bd6877f352ac",
+    "g2sd-vit-cifar10": "07394fd82b7530c3",
     "metric-prompt-teacher-scenes": "7880f0ee7628590e",
     "ffg2m-cora-gcn-mlp": "28daf9f038045924",
     "gcn-cora": "74b82f71a3213071",

@@ -225,3 +225,19 @@ def test_the_tiny_dense_specific_recipe_fits_and_exports_a_segmenter_that_takes_
     batch = next(iter(result.datamodule.val_dataloader()))
     out = rebuilt.eval()(batch["image"])
     assert out.shape == (batch["image"].shape[0], 11, *batch["image"].shape[-2:])
+
+
+def test_the_finetune_recipe_starts_from_the_published_g2sd_student_on_the_embedded_default(tmp_path):
+    """recipes/g2sd/finetune.yaml: the network (a DistilledViT) and its weights are zoo:g2sd-vit-cifar10's before
+    any step, and both heads train on the labels of the embedded rendered shapes (no teacher)."""
+    import cli
+    import zoo
+
+    built = cli.lightning_main(["--config=recipes/g2sd/finetune.yaml"], run=False)
+    published = zoo.load("g2sd-vit-cifar10")
+    assert isinstance(built.model.student, DistilledViT) and built.model.teacher is None
+    assert torch.equal(built.model.student.dist_token, published.dist_token)
+    result = cli.main(["fit", "--config=recipes/g2sd/finetune.yaml", "--trainer.fast_dev_run=true",
+                       f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
+    assert result.trainer.state.finished and result.model.student.num_classes == 10
+    assert not torch.equal(result.model.student.head_dist.weight, published.head_dist.weight)
