@@ -230,9 +230,9 @@ def evidence_fit(
     join_csv([*sorted(workdir.glob("metrics-before-*.csv")), logged], curves)
     if keep is not None and seed == 0 and result.best_ckpt:
         keep.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(result.best_ckpt, keep / f"{evidence.arm_slug(arm)}.ckpt")
+        shutil.copyfile(result.best_ckpt, evidence.kept_checkpoint(keep, arm))
         if curves.is_file():
-            shutil.copyfile(curves, keep / f"{evidence.arm_slug(arm)}.metrics.csv")
+            shutil.copyfile(curves, evidence.kept_checkpoint(keep, arm).with_suffix(".metrics.csv"))
     if keep_as is not None and result.best_ckpt:
         keep_as.parent.mkdir(parents=True, exist_ok=True)
         if curves.is_file():

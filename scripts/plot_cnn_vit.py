@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = registry.get(args.entry, pending=True).meta.evidence
     keep = args.keep or ROOT / "runs" / "publish" / args.entry
-    kept = [(arm, keep / f"{evidence.arm_slug(arm)}.ckpt") for arm in spec.arms]
+    kept = [(arm, evidence.kept_checkpoint(keep, arm)) for arm in spec.arms]
     kept = [(arm, path) for arm, path in kept if path.is_file()]
     if not kept:
         raise SystemExit(f"no kept arm checkpoints in {keep}: run zoo evidence {args.entry} --keep {keep} first")

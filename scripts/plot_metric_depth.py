@@ -163,7 +163,7 @@ def main() -> None:
     figures.mkdir(parents=True, exist_ok=True)
     meta = registry.get(args.entry, pending=True).meta
     keep = args.keep or publish.keep_dir(args.entry)
-    student = args.student or str(keep / f"{evidence.arm_slug(meta.evidence.arm(meta.publish.arm))}.ckpt")
+    student = args.student or str(evidence.kept_checkpoint(keep, meta.evidence.arm(meta.publish.arm)))
     if not student.startswith("zoo:") and not Path(student).is_file():
         raise SystemExit(f"no student at {student}: run zoo publish {args.entry}, or pass --student")
     plot_frames(args.entry, student, args.per_dataset, figures / f"{args.entry}-frames.png")

@@ -99,7 +99,7 @@ def main() -> None:
     probes = []
     for arm_name in ("raw teacher", "PH-Reg"):
         arm = spec.arm(arm_name)
-        path = keep / f"{evidence.arm_slug(arm)}.ckpt"
+        path = evidence.kept_checkpoint(keep, arm)
         if path.is_file():
             ckpt = export.read_checkpoint(path)
             backbone = ckpt["hyper_parameters"]["backbone"]

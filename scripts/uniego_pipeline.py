@@ -34,7 +34,7 @@ import zoo  # noqa: E402
 from datamodules.multiview import MultiViewDataModule  # noqa: E402
 from modules.ego_proxies import learned_soup, proxy_outputs  # noqa: E402
 from zoo import export, publish, schema, store  # noqa: E402
-from zoo.evidence import arm_slug  # noqa: E402
+from zoo.evidence import kept_checkpoint  # noqa: E402
 from zoo.specs import module_spec  # noqa: E402
 
 VIEWS = {"fou": 76, "fac": 216, "kar": 64, "zer": 47, "mor": 6}  # the teacher views and their widths
@@ -66,7 +66,7 @@ def fit_and_export(name: str, fields: dict, config: list[str], args: list[str]) 
     keep = publish.keep_dir(name)
     arm = schema.Arm(arm=name, config=config, args=args)
     cli.evidence_fit(arm, 0, keep)
-    path = export.export(keep / f"{arm_slug(arm)}.ckpt", name, fields, overwrite=True)
+    path = export.export(kept_checkpoint(keep, arm), name, fields, overwrite=True)
     print(f"[uniego] {name}: {path}", flush=True)
     return path
 

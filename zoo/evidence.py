@@ -48,6 +48,12 @@ def arm_slug(arm: schema.Arm) -> str:
     return re.sub(r"[^a-z0-9]+", "-", arm.arm.lower()).strip("-")
 
 
+def kept_checkpoint(keep: Path, arm: schema.Arm) -> Path:
+    """Where ``zoo evidence --keep`` / ``zoo publish`` keep ``arm``'s seed-0 tested checkpoint (its curve beside it,
+    ``.metrics.csv``)."""
+    return keep / f"{arm_slug(arm)}.ckpt"
+
+
 def fingerprint(arm: schema.Arm, root: Path = registry.REPO_ROOT) -> str:
     """sha256 (16 hex) of the arm's configs, overrides and the parsed content of each config file (so an
     edited comment does not count as a change): a recorded run counts for resuming only while this is

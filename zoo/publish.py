@@ -28,7 +28,7 @@ def keep_dir(name: str) -> Path:
 def _checkpoint(arm: schema.Arm, fit: evidence.Fit, keep: Path, recorded: dict[str, float] | None) -> Path:
     """The kept seed-0 checkpoint of ``arm``, refitted when it is missing; a refit whose test metrics differ
     from the recorded seed-0 run is reported (the published weights must be the run the card describes)."""
-    ckpt = keep / f"{evidence.arm_slug(arm)}.ckpt"
+    ckpt = evidence.kept_checkpoint(keep, arm)
     if ckpt.is_file():
         return ckpt
     print(f"[publish] {ckpt} is missing: refitting {arm.arm!r} at seed 0", flush=True)
@@ -86,6 +86,6 @@ def publish(
             raise FileNotFoundError(f"{kept} (seed 0 of {source.arm!r}) is missing: rerun its evidence with --fresh")
         return export.export(kept, name, overwrite=True, part=plan.part)
     seed0 = next((r["test"] for r in results.get("runs", {}).get(arm.arm, []) if r["seed"] == 0), None)
-    if arm.after is not None and not (keep / f"{evidence.arm_slug(arm)}.ckpt").is_file():
+    if arm.after is not None and not (evidence.kept_checkpoint(keep, arm)).is_file():
         arm = evidence.with_source(name, entry.meta, arm, 0, fit, keep)  # a lost stage is refitted first
     return export.export(_checkpoint(arm, fit, keep, seed0), name, overwrite=True, part=plan.part)
