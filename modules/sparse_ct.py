@@ -391,10 +391,11 @@ class GloReDi(DistillModule):
 
     def configure_metrics(self) -> MetricCollection:
         """PSNR and SSIM (HU window) of the student, of its FBP input and, when trained, of the teacher and
-        of the teacher's own FBP input (a teacher that does not beat it has nothing to teach)."""
+        of the teacher's own FBP input (a teacher that does not beat it has nothing to teach); each also as
+        ``..._ood`` on an out-of-family test set (batches with ``"ood"``, see CTDataModule), left out without one."""
         sources = ["", "_fbp"] + (["_teacher", "_teacher_input"] if self.distill != "none" else [])
         metrics = {}
-        for src in sources:
+        for src in [*sources, *(f"{s}_ood" for s in sources)]:
             metrics[f"psnr{src}"] = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
             metrics[f"ssim{src}"] = StructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=11, sigma=1.5)
         return MetricCollection(metrics)
@@ -458,9 +459,10 @@ class GloReDi(DistillModule):
         if self.distill != "none":
             outputs["_teacher"] = self.teacher_forward(batch["teacher"])
             outputs["_teacher_input"] = batch["teacher"]
+        family = "_ood" if "ood" in batch else ""
         for src, image in outputs.items():
             for m in ("psnr", "ssim"):
-                self.stage_metrics[stage][f"{m}{src}"].update(hu_window(image), ref)
+                self.stage_metrics[stage][f"{m}{src}{family}"].update(hu_window(image), ref)
         return {}
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:

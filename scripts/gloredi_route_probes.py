@@ -5,6 +5,7 @@ once whether the teacher beats its input and the student alone (the evidence gat
     python scripts/gloredi_route_probes.py B      # official global skip, zero-initialised residual head
     python scripts/gloredi_route_probes.py A      # self-reconstruction warm start shared by teacher and student
     python scripts/gloredi_route_probes.py A2     # 32x32, 9 vs 18 views, batch 8, 100 epochs (10,000 steps)
+    python scripts/gloredi_route_probes.py A2 --views 6   # the same with 6 vs 12 views (the teacher sees 2x)
 
 Both at the CPU scale of recipes/gloredi/cpu.yaml with 10 epochs (StepLR every 3); A first trains the
 self-reconstruction stage for ``--selfrecon-epochs`` on the full-view images and starts both arms from it.
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("route", choices=["A", "A2", "B"])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--selfrecon-epochs", type=int, default=5)
+    parser.add_argument("--views", type=int, default=9, help="A2: the student's views (the teacher sees twice as many)")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gloredi-probe-") as tmp:
         work = Path(tmp)
@@ -49,8 +51,9 @@ def main() -> None:
         if opts.route == "B":
             extra.append("--model.init_args.student.init_args.global_skip=true")
         elif opts.route == "A2":  # longer training where the 64-px probes stopped: 10,000 steps at batch 8
-            extra = ["--trainer.max_epochs=100", "--data.init_args.image_size=32", "--data.init_args.views=9",
-                     "--data.init_args.teacher_views=18", "--data.init_args.batch_size=8",
+            extra = ["--trainer.max_epochs=100", "--data.init_args.image_size=32",
+                     f"--data.init_args.views={opts.views}", f"--data.init_args.teacher_views={2 * opts.views}",
+                     "--data.init_args.batch_size=8",
                      "--model.init_args.lr_scheduler.init_args.step_size=30",
                      "--model.init_args.finetune_epochs=5"]  # fmt: skip
         else:

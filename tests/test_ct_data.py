@@ -25,7 +25,7 @@ from datamodules.ct import (
     simulate,
     view_angles,
 )
-from datamodules.synthetic.phantoms import random_ellipse_phantoms
+from datamodules.synthetic.phantoms import random_body_phantoms, random_ellipse_phantoms
 
 SIZE = 32
 
@@ -63,6 +63,23 @@ def test_phantoms_are_seeded_prefix_stable_and_in_hu_range():
     assert (a[:, r > SIZE // 2 - 0.5] == -1000).all()  # nothing outside the scanner's circle
     with pytest.raises(ValueError, match="size=4"):
         random_ellipse_phantoms(2, 4)
+
+
+def test_body_phantoms_are_another_family_seeded_and_in_the_field_of_view():
+    a, heads = random_body_phantoms(6, SIZE, seed=1), random_ellipse_phantoms(6, SIZE, seed=1)
+    assert a.shape == (6, SIZE, SIZE) and a.dtype == np.float32
+    np.testing.assert_array_equal(a[:3], random_body_phantoms(3, SIZE, seed=1))  # phantom i ignores n
+    assert not np.array_equal(a, random_body_phantoms(6, SIZE, seed=2))
+    r = np.hypot(*np.meshgrid(np.arange(SIZE) - SIZE // 2, np.arange(SIZE) - SIZE // 2))
+    assert (a[:, r > SIZE // 2 - 0.5] == -1000).all()  # nothing outside the scanner's circle
+    fat = ((a > -130) & (a < -70)).reshape(6, -1).sum(1)
+    gas = ((a > -1000) & (a < -790)).reshape(6, -1).sum(1)
+    assert (fat > 0).all() and (gas > 0).all()  # a fat layer and gas pockets in every body
+    assert (a.reshape(6, -1).max(1) < 950).all() and (heads.reshape(6, -1).max(1) >= 800).all()  # no skull rim
+    wide = (a > -1000).any(1).sum(1) > (a > -1000).any(2).sum(1)  # columns spanned > rows spanned: a trunk
+    assert wide.all()
+    with pytest.raises(ValueError, match="size=4"):
+        random_body_phantoms(2, 4)
 
 
 def test_hu_mu_round_trip_clip_and_window():
@@ -232,6 +249,25 @@ def test_splits_disjoint_cover_and_batches(cache):
     assert any(not torch.equal(parts["test"], group_split(groups, (0.8, 0.1, 0.1), s)["test"]) for s in range(5))
     with pytest.raises(ValueError, match="2 patients"):
         group_split(torch.tensor([0, 0, 1]), (0.8, 0.1, 0.1), 0)
+
+
+def test_out_of_family_test_set_is_a_second_loader_of_body_phantoms(cache):
+    dm = small(num_phantoms=8, ood_phantoms=3)
+    dm.setup()
+    assert dm.stats["ood_slices"] == 3 and dm.ood_images["full"].shape == (3, SIZE, SIZE)
+    test, ood = dm.test_dataloader()
+    assert "ood" not in next(iter(test))
+    batch = next(iter(ood))
+    assert batch["ood"].all() and batch["full"].shape[0] == 3
+    expected = hu_to_mu(random_body_phantoms(3, SIZE, seed=dm.seed).astype(np.float64))
+    torch.testing.assert_close(dm.ood_images["image"], torch.from_numpy(expected).float())
+    # cached on its own: a second datamodule reads both sets back, the same tensors
+    again = small(num_phantoms=8, ood_phantoms=3)
+    again.setup()
+    assert again.from_cache and torch.equal(again.ood_images["sparse"], dm.ood_images["sparse"])
+    assert not isinstance(small(num_phantoms=8).test_dataloader(), list)
+    with pytest.raises(ValueError, match="ood_phantoms must be >= 0"):
+        small(ood_phantoms=-1)
 
 
 # ---------------------------------------------------------------------- DICOM

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.fft import dctn
+from torchmetrics.image import PeakSignalNoiseRatio
 
 from modules.sparse_ct import (
     BandPassContrast,
@@ -108,11 +109,11 @@ class _Snapshot(L.Callback):
             self.after_first = {k: v.clone() for k, v in module.teacher_encoder.state_dict().items()}
 
 
-def _fit(tmp_path, **kwargs):
+def _fit(tmp_path, ood_phantoms=0, **kwargs):
     from datamodules.ct import CTDataModule
 
     L.seed_everything(0)
-    dm = CTDataModule(image_size=16, views=4, full_views=32, num_phantoms=16, batch_size=4)
+    dm = CTDataModule(image_size=16, views=4, full_views=32, num_phantoms=16, batch_size=4, ood_phantoms=ood_phantoms)
     module = GloReDi(Reconstructor(ngf=4, e_blocks=1, d_blocks=1), scl_memory=4, finetune_epochs=1, **kwargs)
     snap = _Snapshot()
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -139,10 +140,22 @@ def test_gloredi_trains_teacher_then_student_and_finetunes_the_student_alone(tmp
     assert 0 < metrics["test/ssim"] <= 1 and metrics["test/psnr"] > 0
 
 
-def test_student_alone_trains_no_teacher(tmp_path, monkeypatch):
+def test_student_alone_trains_no_teacher_and_scores_the_out_of_family_set_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILLZOO_CACHE", str(tmp_path / "cache"))
-    module, metrics, _, _ = _fit(tmp_path, distill="none")
+    module, metrics, _, _ = _fit(tmp_path, distill="none", ood_phantoms=4)
     assert not hasattr(module, "teacher_encoder") and "test/psnr_teacher" not in metrics
+    # the body phantoms are scored on their own, never pooled with the heads
+    assert {"test/psnr_ood", "test/ssim_ood", "test/psnr_fbp_ood"} <= set(metrics)
+    assert metrics["test/psnr_fbp_ood"] != metrics["test/psnr_fbp"]
+    dm = module.trainer.datamodule
+    ood = next(iter(dm.test_dataloader()[1]))
+    with torch.no_grad():
+        from zoo.units import hu_window
+
+        expected = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))(
+            hu_window(ood["sparse"]), hu_window(ood["full"])
+        )
+    assert metrics["test/psnr_fbp_ood"] == pytest.approx(float(expected), abs=1e-4)
     with pytest.raises(ValueError, match="distill must be"):
         GloReDi(Reconstructor(ngf=4, e_blocks=1, d_blocks=1), distill="kl")
 

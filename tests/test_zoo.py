@@ -256,7 +256,9 @@ def fake_fit(arm, seed, keep=None):
     """A fit that trains nothing: the distilled arm scores 0.1 above the baseline at every seed, plus noise."""
     FAKE_CALLS.append((arm.arm, seed))
     base = 0.5 + 0.01 * [3, -2, 1, 4][seed]
-    return {"test/acc": base + (0.1 if arm.arm == "distilled" else 0.0)}, 0.0
+    # the distilled arm also scores its teacher (as GloReDi's jointly trained one): 0.3 above the baseline
+    teacher = {"test/teacher_acc": base + 0.3} if arm.arm == "distilled" else {}
+    return {"test/acc": base + (0.1 if arm.arm == "distilled" else 0.0)} | teacher, 0.0
 
 
 def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo):
@@ -353,6 +355,16 @@ def test_sanity_gates_fail_pass_wait_and_are_waived_only_by_a_stated_reason(scra
     registry.write_entry(raw, registry.entries_dir())
     assert cli.main(["zoo", "evidence", "gcn-csbm", "--seeds", "2"]) == 1
     assert registry.get("gcn-csbm").raw["results"]["gates"][0]["status"] == "fail"
+    # the distilled arm's teacher metric against the baseline arm's own metric: 0.3 better
+    gate = {"name": "teacher beats the student alone", "kind": "compare", "arm": "distilled", "than": "baseline",
+            "metric": "test/teacher_acc", "than_metric": "test/acc", "margin": 0.25}  # fmt: skip
+    raw["evidence"] |= {"gates": [gate], "metrics": ["test/teacher_acc"]}
+    registry.write_entry(raw, registry.entries_dir())
+    outcome = evidence.run("gcn-csbm", seeds=2, fit=fake_fit, fresh=True)["gates"][0]
+    assert outcome["status"] == "pass" and "test/teacher_acc 0.81 vs baseline: test/acc 0.505" in outcome["detail"]
+    raw["evidence"]["gates"][0]["margin"] = 0.35
+    registry.write_entry(raw, registry.entries_dir())
+    assert cli.main(["zoo", "evidence", "gcn-csbm", "--seeds", "2"]) == 1
 
 
 def test_names_and_weights_paths_are_confined(scratch_zoo, toy_ckpt, tmp_path):

@@ -198,9 +198,11 @@ def _arm_for(spec: schema.Evidence, gate: schema.Gate, key: str) -> str | None:
 def check_gates(spec: schema.Evidence, rows: list[dict], seeds: int) -> list[dict[str, Any]]:
     """Evaluate the metafile's sanity gates on the rows: ``floor`` (every arm's mean of ``metric`` is at
     least ``value``), ``compare`` (arm ``arm`` beats arm ``than`` on ``metric`` by ``margin``, ``better``
-    higher or lower) and ``beats_input`` (arm ``arm``'s ``metric`` beats its own ``input_metric``, e.g. a
-    teacher's PSNR against the PSNR of the image it is given). An arm's ``waive: {gate name: why}`` waives
-    a gate for it, and the card prints why. A gate whose arms have not all run ``seeds`` seeds is pending."""
+    higher or lower; ``than_metric`` compares ``metric`` of ``arm`` with another metric of ``than``, e.g. the
+    jointly trained teacher's PSNR with the student alone's) and ``beats_input`` (arm ``arm``'s ``metric``
+    beats its own ``input_metric``, e.g. a teacher's PSNR against the PSNR of the image it is given). An
+    arm's ``waive: {gate name: why}`` waives a gate for it, and the card prints why. A gate whose arms have
+    not all run ``seeds`` seeds is pending."""
 
     def mean(row: dict, metric: str) -> float | None:
         if metric == spec.metric:
@@ -231,7 +233,9 @@ def check_gates(spec: schema.Evidence, rows: list[dict], seeds: int) -> list[dic
             a = involved[0]
             if gate.kind == "beats_input" and not gate.input_metric:
                 raise ValueError(f"evidence gate {name!r}: a beats_input gate needs an input_metric")
-            b, other = (a, gate.input_metric) if gate.kind == "beats_input" else (involved[1], metric)
+            b, other = (
+                (a, gate.input_metric) if gate.kind == "beats_input" else (involved[1], gate.than_metric or metric)
+            )
             if a in waived or b in waived:
                 status, detail = "waived", ""
             else:

@@ -146,6 +146,9 @@ class Gate:
     role: str | None = None
     than_role: str | None = None
     input_metric: str | None = None
+    than_metric: str | None = (
+        None  # compare: the other arm's metric, when not ``metric`` (a teacher's against a student's)
+    )
 
 
 @dataclass(frozen=True)

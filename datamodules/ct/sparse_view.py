@@ -50,10 +50,11 @@ def group_split(groups: Tensor, fractions: Sequence[float], seed: int) -> dict[s
 
 
 class _Slices(Dataset):
-    """Slice ``indices[i]``: ``{"sparse", "teacher", "full", "image"}`` float32 [1, S, S] and ``"index"``."""
+    """Slice ``indices[i]``: ``{"sparse", "teacher", "full", "image"}`` float32 [1, S, S] and ``"index"``; slices
+    of the out-of-family test set also carry ``"ood"`` (True)."""
 
-    def __init__(self, images: dict[str, Tensor], indices: Tensor) -> None:
-        self.images, self.indices = images, indices.tolist()
+    def __init__(self, images: dict[str, Tensor], indices: Tensor, ood: bool = False) -> None:
+        self.images, self.indices, self.ood = images, indices.tolist(), ood
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -62,6 +63,8 @@ class _Slices(Dataset):
         j = self.indices[i]
         item = {k: self.images[k][j].unsqueeze(0) for k in ("sparse", "teacher", "full", "image")}
         item["index"] = torch.tensor(j)
+        if self.ood:
+            item["ood"] = torch.tensor(True)
         return item
 
 
@@ -93,6 +96,11 @@ class CTDataModule(BaseDataModule):
     ``"index"``: int64 [B] (slice indices; ``names[index]`` is the file or phantom). ``predict_dataloader``
     serves the test split. After ``setup()``: ``split_index`` (split -> int64 indices), ``stats`` (slice and
     patient counts per split), ``names``, ``patients``, ``cache_path`` and ``from_cache``.
+
+    ``ood_phantoms > 0`` adds an out-of-family test set: that many abdomen-like body phantoms
+    (:func:`~datamodules.synthetic.phantoms.random_body_phantoms`, other shapes and another HU structure than
+    the training heads or slices), simulated with the same geometry, cached on their own and served as a
+    second test loader whose batches carry ``"ood"`` (so a model scores them apart); ``ood_images`` after setup.
     """
 
     def __init__(
@@ -111,6 +119,7 @@ class CTDataModule(BaseDataModule):
         num_workers: int = 0,
         cache: bool = True,
         pixel_size: float | None = None,
+        ood_phantoms: int = 0,
     ) -> None:
         if format not in ("dicom", "png"):
             raise ValueError(f"format must be 'dicom' or 'png', got {format!r}")
@@ -124,6 +133,8 @@ class CTDataModule(BaseDataModule):
             raise ValueError(f"split must be 3 positive fractions summing to 1, got {split}")
         if root is None and num_phantoms < 3:
             raise ValueError(f"num_phantoms must be >= 3 (one per split), got {num_phantoms}")
+        if ood_phantoms < 0:
+            raise ValueError(f"ood_phantoms must be >= 0, got {ood_phantoms}")
         if batch_size < 1 or num_workers < 0 or seed < 0:
             raise ValueError(
                 f"need batch_size >= 1, num_workers >= 0, seed >= 0; got {batch_size}, {num_workers}, {seed}"
@@ -136,7 +147,9 @@ class CTDataModule(BaseDataModule):
         self.photons = None if photons is None else float(photons)
         self.pixel_size = default_pixel_size(image_size) if pixel_size is None else float(pixel_size)
         self.num_phantoms, self.split, self.seed, self.cache = num_phantoms, tuple(split), seed, cache
+        self.ood_phantoms = ood_phantoms
         self.images: dict[str, Tensor] = {}
+        self.ood_images: dict[str, Tensor] = {}
         self.patient_of: Tensor | None = None  # int64 [N]: each slice's patient, an index into ``patients``
         self.names: list[str] = []
         self.patients: list[str] = []
@@ -163,10 +176,13 @@ class CTDataModule(BaseDataModule):
             groups.setdefault(path.parent, []).append(path)
         return [(str(folder.relative_to(root)), files) for folder, files in sorted(groups.items())]
 
-    def cache_key(self, groups: list[tuple[str, list[Path]]] | None = None) -> str:
-        """The sha256 naming this data's cache file (see the class docstring); ``groups`` as from the file scan."""
-        if self.root is None:
-            source: dict[str, Any] = {"source": "phantoms", "n": self.num_phantoms, "seed": self.seed}
+    def cache_key(self, groups: list[tuple[str, list[Path]]] | None = None, ood: bool = False) -> str:
+        """The sha256 naming this data's cache file (see the class docstring); ``groups`` as from the file scan;
+        ``ood``: the out-of-family test set's."""
+        if ood:
+            source: dict[str, Any] = {"source": "body-phantoms", "n": self.ood_phantoms, "seed": self.seed}
+        elif self.root is None:
+            source = {"source": "phantoms", "n": self.num_phantoms, "seed": self.seed}
         else:
             groups = self._file_groups() if groups is None else groups
             files = sorted(str(p.resolve()) for _, paths in groups for p in paths)
@@ -201,8 +217,9 @@ class CTDataModule(BaseDataModule):
             mu = np.maximum(resize(mu, shape, order=1, anti_aliasing=mu.shape[0] > self.image_size), 0)
         return mu
 
-    def _simulate_all(self, groups: list[tuple[str, list[Path]]] | None) -> dict[str, Any]:
-        """Every slice simulated: {"images": key -> float32 [N, S, S], "patient_of", "names", "patients"}."""
+    def _simulate_all(self, groups: list[tuple[str, list[Path]]] | None, ood: bool = False) -> dict[str, Any]:
+        """Every slice simulated: {"images": key -> float32 [N, S, S], "patient_of", "names", "patients"}; ``ood``:
+        the out-of-family body phantoms (``groups`` is then None)."""
         out: dict[str, list[np.ndarray]] = {k: [] for k in IMAGE_KEYS}
         names, patient_of, patients = [], [], []
 
@@ -213,10 +230,11 @@ class CTDataModule(BaseDataModule):
             patient_of.append(patient)
 
         if groups is None:
-            from datamodules.synthetic.phantoms import random_ellipse_phantoms
+            from datamodules.synthetic.phantoms import random_body_phantoms, random_ellipse_phantoms
 
-            phantoms = random_ellipse_phantoms(self.num_phantoms, self.image_size, self.seed)
-            patients = [f"phantom-{i:05d}" for i in range(len(phantoms))]
+            make, n = (random_body_phantoms, self.ood_phantoms) if ood else (random_ellipse_phantoms, self.num_phantoms)
+            phantoms = make(n, self.image_size, self.seed)
+            patients = [f"{'body-' if ood else ''}phantom-{i:05d}" for i in range(len(phantoms))]
             for i, hu in enumerate(phantoms):
                 add(self._simulate(hu_to_mu(hu.astype(np.float64)), i), patients[i], i)
         else:
@@ -290,26 +308,35 @@ class CTDataModule(BaseDataModule):
 
     # ------------------------------------------------------------------ setup
 
+    def _cached_or_simulated(
+        self, groups: list[tuple[str, list[Path]]] | None, ood: bool = False
+    ) -> tuple[dict[str, Any], Path, bool]:
+        """(data, its cache path, whether it came from the cache): the cache file if valid, else simulated."""
+        key = self.cache_key(groups, ood)
+        path = cache_root() / "ct" / f"{key}.safetensors"
+        data = self._load_cache(path, key) if self.cache else None
+        if data is not None:
+            return data, path, True
+        count = (self.ood_phantoms if ood else self.num_phantoms) if groups is None else sum(len(f) for _, f in groups)
+        rank_zero_info(
+            f"CTDataModule: simulating {count} {'out-of-family ' if ood else ''}slices ({self.views}/"
+            f"{self.teacher_views}/{self.full_views} views at {self.image_size}x{self.image_size})..."
+        )
+        start = time.perf_counter()
+        data = self._simulate_all(groups, ood)
+        self.simulate_seconds = time.perf_counter() - start
+        if self.cache:
+            self._save_cache(path, key, data)
+        return data, path, False
+
     def setup(self, stage: str | None = None) -> None:
         """Load the slices from the cache or simulate them (and cache them), then split; later calls return."""
         if self.images:
             return
         groups = None if self.root is None else self._file_groups()
-        key = self.cache_key(groups)
-        self.cache_path = cache_root() / "ct" / f"{key}.safetensors"
-        data = self._load_cache(self.cache_path, key) if self.cache else None
-        self.from_cache = data is not None
-        if data is None:
-            count = self.num_phantoms if groups is None else sum(len(files) for _, files in groups)
-            rank_zero_info(
-                f"CTDataModule: simulating {count} slices ({self.views}/{self.teacher_views}/"
-                f"{self.full_views} views at {self.image_size}x{self.image_size})..."
-            )
-            start = time.perf_counter()
-            data = self._simulate_all(groups)
-            self.simulate_seconds = time.perf_counter() - start
-            if self.cache:
-                self._save_cache(self.cache_path, key, data)
+        data, self.cache_path, self.from_cache = self._cached_or_simulated(groups)
+        if self.ood_phantoms:
+            self.ood_images = self._cached_or_simulated(None, ood=True)[0]["images"]
         self.images, self.patient_of = data["images"], data["patient_of"]
         self.names, self.patients = data["names"], data["patients"]
         self.split_index = group_split(self.patient_of, self.split, self.seed)
@@ -318,6 +345,8 @@ class CTDataModule(BaseDataModule):
             idx = self.split_index[s]
             self.stats[f"{s}_slices"] = int(idx.numel())
             self.stats[f"{s}_patients"] = int(torch.unique(self.patient_of[idx]).numel())
+        if self.ood_phantoms:
+            self.stats["ood_slices"] = self.ood_phantoms
         source = "phantoms" if self.root is None else f"{self.format} {self.root}"
         noise = f"photons={self.photons:g}" if self.photons is not None else "noise-free"
         rank_zero_info(
@@ -340,8 +369,13 @@ class CTDataModule(BaseDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test split; with ``ood_phantoms``, also the out-of-family set (batches with ``"ood"``)."""
+        test = self._loader("test", shuffle=False)
+        if not self.ood_phantoms:
+            return test
+        everything = torch.arange(next(iter(self.ood_images.values())).shape[0])
+        return [test, self.loader(_Slices(self.ood_images, everything, ood=True), shuffle=False)]
 
     def predict_dataloader(self) -> DataLoader:
         """The test split, in index order."""
