@@ -36,6 +36,7 @@ class DistillCLI(LightningCLI):
     the best-validation checkpoint right after ``fit`` (how the evidence runs select the epoch)."""
 
     test_metrics: dict[str, float]
+    test_samples: dict[str, list[float]]  # per-sample test scores of a module that keeps them (sample_scores())
     best_val: float | None  # the monitored validation score of the tested checkpoint
     best_ckpt: str | None  # the tested checkpoint's path
 
@@ -59,7 +60,7 @@ class DistillCLI(LightningCLI):
             export.read_checkpoint(path, mmap=True)
 
     def after_fit(self) -> None:
-        self.test_metrics, self.best_ckpt = {}, None
+        self.test_metrics, self.test_samples, self.best_ckpt = {}, {}, None
         if not self.config[self.subcommand].get("test_after_fit"):
             return
         callbacks = [c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
@@ -79,6 +80,7 @@ class DistillCLI(LightningCLI):
         self.best_ckpt = best
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
         self.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        self.test_samples = getattr(self.model, "sample_scores", dict)()
 
 
 # Output a user need not act on: Lightning's advertising tip, the warning about modules in eval mode at the
@@ -188,9 +190,10 @@ def fit_dir(arm: schema.Arm, seed: int) -> Path:
 
 def evidence_fit(
     arm: schema.Arm, seed: int, keep: Path | None = None, keep_as: Path | None = None
-) -> tuple[dict[str, float], float | None]:
+) -> tuple[dict[str, float], float | None, dict[str, list[float]]]:
     """One evidence run: ``fit --test_after_fit`` of an arm's configs and overrides at ``seed``; every test
-    metric and the validation score that selected the tested checkpoint. With ``keep``, seed 0's tested
+    metric, the validation score that selected the tested checkpoint and the per-sample test scores of a
+    module that keeps them (``sample_scores()``, else empty). With ``keep``, seed 0's tested
     checkpoint is copied to ``keep/<arm slug>.ckpt`` (for export or figures); with ``keep_as`` (a stage
     that later arms start from), the tested checkpoint of any seed is written there atomically. Each kept
     checkpoint gets the fit's logged curves beside it (``<same stem>.metrics.csv``, Lightning's CSVLogger).
@@ -241,7 +244,7 @@ def evidence_fit(
         shutil.copyfile(result.best_ckpt, partial)
         partial.replace(keep_as)  # an arm never starts from a half-copied checkpoint
     shutil.rmtree(workdir, ignore_errors=True)
-    return {k: float(v) for k, v in result.test_metrics.items()}, result.best_val
+    return {k: float(v) for k, v in result.test_metrics.items()}, result.best_val, result.test_samples
 
 
 def zoo_main(argv: list[str]) -> int:

@@ -94,7 +94,7 @@ def main() -> None:
             tests, vals = [], []
             for seed in range(args.seeds):
                 try:
-                    tests_, val = cli.evidence_fit(spec, seed)
+                    tests_, val, _ = cli.evidence_fit(spec, seed)
                     test = tests_["test/auroc"]
                 except ValueError as err:  # a support no class pattern reaches: report it, keep sweeping
                     print(f"[sweep] support {support}: {err}")

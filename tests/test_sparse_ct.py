@@ -156,6 +156,10 @@ def test_student_alone_trains_no_teacher_and_scores_the_out_of_family_set_apart(
             hu_window(ood["sparse"]), hu_window(ood["full"])
         )
     assert metrics["test/psnr_fbp_ood"] == pytest.approx(float(expected), abs=1e-4)
+    # per-slice PSNR kept for evidence pairing: one per test slice, averaging to the logged metric
+    scores = module.sample_scores()
+    assert len(scores["test/psnr"]) == len(dm.split_index["test"]) and len(scores["test/psnr_ood"]) == 4
+    assert sum(scores["test/psnr_ood"]) / 4 == pytest.approx(metrics["test/psnr_ood"], abs=1e-4)
     with pytest.raises(ValueError, match="distill must be"):
         GloReDi(Reconstructor(ngf=4, e_blocks=1, d_blocks=1), distill="kl")
 

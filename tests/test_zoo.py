@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import statistics
 
 import lightning as L
 import pytest
@@ -261,19 +262,27 @@ def fake_fit(arm, seed, keep=None):
     return {"test/acc": base + (0.1 if arm.arm == "distilled" else 0.0)} | teacher, 0.0
 
 
-def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo):
-    """Finished runs are written into the metafile one by one; a rerun with more seeds runs only the new
-    seeds, a changed arm reruns from scratch, and arms sharing seeds with the baseline get a paired row."""
+def two_arm_entry(**evidence) -> dict:
+    """gcn-csbm rewritten with a baseline and a distilled arm of the tiny recipe (and ``evidence`` keys), no
+    results; its raw metafile."""
     import yaml
-
-    from zoo import evidence
 
     raw = yaml.safe_load((registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml").read_text())
     arms = [{"arm": a, "role": r, "config": ["recipes/graph_mlp/tiny.yaml"]} for a, r in
             (("baseline", "baseline"), ("distilled", "distilled"))]  # fmt: skip
-    raw["evidence"] = {"metric": "test/acc", "scale": 100, "arms": arms}
+    raw["evidence"] = {"metric": "test/acc", "scale": 100, "arms": arms} | evidence
     raw.pop("results", None)
     registry.write_entry(raw, registry.entries_dir())
+    return raw
+
+
+def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo):
+    """Finished runs are written into the metafile one by one; a rerun with more seeds runs only the new
+    seeds, a changed arm reruns from scratch, and arms sharing seeds with the baseline get a paired row."""
+
+    from zoo import evidence
+
+    two_arm_entry()
     FAKE_CALLS.clear()
     evidence.run("gcn-csbm", seeds=2, fit=fake_fit)
     assert FAKE_CALLS == [("baseline", 0), ("baseline", 1), ("distilled", 0), ("distilled", 1)]
@@ -304,6 +313,31 @@ def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo)
     assert len(registry.get("gcn-csbm").meta.results.runs["distilled"]) == 3
 
 
+def test_per_sample_scores_are_recorded_and_pair_arms_sample_by_sample(scratch_zoo):
+    """A fit that returns per-sample test scores has them kept with its run; the distilled row then also
+    pairs per sample: each sample's difference averaged over the seeds, the interval over samples. Seed
+    offsets shared by both arms cancel, as they do per seed; a sample-level effect shows with n = samples."""
+
+    from zoo import cards, evidence
+
+    def fit(arm, seed, keep=None):
+        gain = [0.0, 0.02, 0.04, 0.06] if arm.arm == "distilled" else [0.0] * 4  # +3 points on average
+        samples = [0.5 + 0.1 * seed + 0.01 * i + g for i, g in enumerate(gain)]
+        return {"test/acc": statistics.fmean(samples)}, 0.0, {"test/acc": samples}
+
+    two_arm_entry()
+    base, distilled = evidence.run("gcn-csbm", seeds=2, fit=fit)["rows"]
+    assert registry.get("gcn-csbm").meta.results.runs["distilled"][1].samples["test/acc"][3] == pytest.approx(0.69)
+    per_sample = distilled["paired_samples"]
+    assert per_sample["n"] == 4 and per_sample["seeds"] == 2 and per_sample["mean"] == pytest.approx(3.0)
+    # diffs 0, 2, 4, 6 points: sample std 2.582, t(0.975, df 3) = 3.182 -> half width 4.108
+    assert per_sample["hi"] - per_sample["mean"] == pytest.approx(4.108, abs=1e-3)
+    assert distilled["paired"]["hi"] - distilled["paired"]["lo"] == pytest.approx(0.0, abs=1e-6)  # per seed: exact
+    assert "paired_samples" not in base
+    card = cards.render_entry(registry.get("gcn-csbm").meta)
+    assert "per-sample Δ [95% CI] (4 test samples x 2 seeds)" in card and "+3.00 [-1.11, +7.11]" in card
+
+
 def test_paired_difference_interval_matches_a_hand_worked_t_interval():
     from zoo.evidence import paired_difference
 
@@ -314,21 +348,15 @@ def test_paired_difference_interval_matches_a_hand_worked_t_interval():
 def test_sanity_gates_fail_pass_wait_and_are_waived_only_by_a_stated_reason(scratch_zoo, capsys):
     """A floor gate fails for an arm below it unless that arm waives it with a reason the card prints; a
     comparison gate is pending until both arms have every seed; ``zoo evidence`` exits 1 on a failed gate."""
-    import yaml
 
     from zoo import evidence
 
-    raw = yaml.safe_load((registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml").read_text())
-    arms = [{"arm": a, "role": r, "config": ["recipes/graph_mlp/tiny.yaml"]} for a, r in
-            (("baseline", "baseline"), ("distilled", "distilled"))]  # fmt: skip
     gates = [
         {"name": "accuracy floor", "kind": "floor", "metric": "test/acc", "value": 0.55},
         {"name": "distilled beats baseline", "kind": "compare", "metric": "test/acc", "arm": "distilled",
          "than": "baseline", "margin": 0.05},
     ]  # fmt: skip
-    raw["evidence"] = {"metric": "test/acc", "scale": 100, "arms": arms, "gates": gates}
-    raw.pop("results", None)
-    registry.write_entry(raw, registry.entries_dir())
+    two_arm_entry(gates=gates)
     results = evidence.run("gcn-csbm", seeds=2, fit=fake_fit, only=["baseline"])
     assert [g["status"] for g in results["gates"]] == ["pending", "pending"]
     results = evidence.run("gcn-csbm", seeds=2, fit=fake_fit)
@@ -547,12 +575,7 @@ def test_malformed_spec_metadata_names_the_file(tmp_path):
 def test_cards_show_the_paired_difference_beside_the_unpaired_rows(scratch_zoo):
     from zoo import evidence
 
-    raw = yaml_load(registry.REPO_ROOT / "zoo/entries/gcn-csbm.yaml")
-    arms = [{"arm": a, "role": r, "config": ["recipes/graph_mlp/tiny.yaml"]} for a, r in
-            (("baseline", "baseline"), ("distilled", "distilled"))]  # fmt: skip
-    raw["evidence"] = {"metric": "test/acc", "scale": 100, "arms": arms}
-    raw.pop("results", None)
-    registry.write_entry(raw, registry.entries_dir())
+    two_arm_entry()
     evidence.run("gcn-csbm", seeds=3, fit=fake_fit)
     card = cards.render_entry(registry.get("gcn-csbm").meta)
     assert "| arm | mean ± std | n | paired Δ vs baseline [95% CI] |" in card
@@ -702,7 +725,7 @@ def test_an_interrupted_evidence_fit_resumes_from_its_last_epoch(tmp_path, monke
     capsys.readouterr()
     saves.clear()
     monkeypatch.setattr(cli.ModelCheckpoint, "_save_checkpoint", lambda s, t, f: (saves.append(f), save(s, t, f)))
-    tests, _ = cli.evidence_fit(arm, 0, keep=tmp_path / "kept")
+    tests, _, _ = cli.evidence_fit(arm, 0, keep=tmp_path / "kept")
     assert f"resuming 'mlp' seed 0 from {target}" in capsys.readouterr().out
     assert saves.count(str(target)) == 1  # only the third epoch was trained
     assert "test/acc" in tests and (tmp_path / "kept/mlp.ckpt").is_file()

@@ -18,18 +18,20 @@ def _value(row: schema.Row | schema.Summary) -> str:
     return f"{row.mean:.2f} ± {row.std:.2f}" if row.std is not None else f"{row.mean:.2f}"
 
 
-def _paired(row: schema.Row, named: bool = False) -> str:
-    p = row.paired
+def _paired(p: schema.Paired | None, named: bool = False) -> str:
     return f" {p.mean:+.2f} [{p.lo:+.2f}, {p.hi:+.2f}]{f' vs {p.against}' if named else ''} |" if p else " |"
 
 
-def _fmt_row(row: schema.Row, top_k: int, extra: list[str], paired: bool, named: bool = False) -> str:
+def _fmt_row(
+    row: schema.Row, top_k: int, extra: list[str], paired: bool, named: bool = False, per_sample: bool = False
+) -> str:
     top = " |" if top_k else ""
     if top_k and row.top_mean is not None:
         top = f" {row.top_mean:.2f} ± {row.top_std:.2f} |"
     more = "".join(f" {_value(row.metrics[m])} |" if m in row.metrics else " |" for m in extra)
     n = "" if row.n is None else row.n
-    return f"| {row.arm} | {_value(row)} | {n} |{_paired(row, named) if paired else ''}{top}{more}"
+    pairs = (_paired(row.paired, named) if paired else "") + (_paired(row.paired_samples, named) if per_sample else "")
+    return f"| {row.arm} | {_value(row)} | {n} |{pairs}{top}{more}"
 
 
 def _published(block: schema.PublishedModel | None) -> str | None:
@@ -49,9 +51,14 @@ def _table(title: str, metric: str, rows: list[schema.Row]) -> list[str]:
     head = "| arm | mean ± std | n |" + (
         (" paired Δ [95% CI] |" if named else f" paired Δ vs {next(iter(against))} [95% CI] |") if paired else ""
     )
+    samples = next((r.paired_samples for r in rows if r.paired_samples), None)
+    if samples:  # the same difference paired per test sample: the interval is over samples
+        head += f" per-sample Δ [95% CI] ({samples.n} test samples x {samples.seeds} seeds) |"
     head += (f" top {top_k} by validation |" if top_k else "") + "".join(f" {m} |" for m in extra)
-    rule = "|---|---|---|" + ("---|" if paired else "") + ("---|" if top_k else "") + "---|" * len(extra)
-    return [f"### {title}: {metric}", "", head, rule, *(_fmt_row(r, top_k, extra, paired, named) for r in rows), ""]
+    rule = "|---|---|---|" + ("---|" if paired else "") + ("---|" if samples else "") + ("---|" if top_k else "")
+    rule += "---|" * len(extra)
+    body = (_fmt_row(r, top_k, extra, paired, named, samples is not None) for r in rows)
+    return [f"### {title}: {metric}", "", head, rule, *body, ""]
 
 
 def render_entry(meta: schema.Metafile) -> str:

@@ -9,7 +9,10 @@ Resumable: each finished run is written into the metafile at once (``results.run
 fingerprint of the arm's recipe files and overrides), so a killed or time-limited session loses at
 most the runs in flight, and the next ``zoo evidence`` call skips every run already recorded for an
 unchanged arm. Arms that share seeds also get a paired row: the mean per-seed difference of the
-headline metric to the entry's ``baseline`` arm with a 95% t-interval.
+headline metric to the entry's ``baseline`` arm with a 95% t-interval. A fit that also returns per-sample
+test scores (a third item, metric -> values in test-set order) has them recorded with its run, and rows
+whose arms both have them get the difference paired per test sample too (averaged over the shared seeds,
+the interval over samples), which seed-to-seed variance shared by the arms cannot hide.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ import yaml
 
 from zoo import registry, schema
 
-# fit(arm, seed, keep) -> (test metrics, validation score of the tested checkpoint)
-Fit = Callable[[schema.Arm, int, Path | None], tuple[dict[str, float], float | None]]
+# fit(arm, seed, keep) -> (test metrics, validation score of the tested checkpoint[, per-sample test scores])
+Fit = Callable[[schema.Arm, int, Path | None], tuple]
+Outcome = tuple[dict[str, float], float | None, float, dict[str, list[float]]]  # tests, best val, seconds, samples
 
 # two-sided 95% Student-t quantiles by degrees of freedom (df > 30: the normal 1.96)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -115,7 +119,7 @@ def kept_source(name: str, meta: schema.Meta, source_name: str, seed: int, fit: 
     if checkpoint.is_file():
         return checkpoint
     print(f"[evidence] {checkpoint} is missing: refitting {source.arm!r} at seed {seed}", flush=True)
-    tests, _, _ = _timed_kept(fit, source, seed, None if staged else keep, checkpoint)
+    tests = _timed_kept(fit, source, seed, None if staged else keep, checkpoint)[0]
     runs = (meta.results.stage_runs if staged else meta.results.runs).get(source.arm, [])
     mine = fingerprint(source) if staged else arm_fingerprint(spec, source)
     recorded = next((r.test for r in runs if r.seed == seed and r.fingerprint == mine), {})
@@ -137,16 +141,13 @@ def with_source(
     return _after(arm, kept_source(name, meta, arm.after, seed, fit, keep))
 
 
-def _timed_kept(
-    fit: Fit, stage: schema.Arm, seed: int, keep: Path | None, checkpoint: Path
-) -> tuple[dict[str, float], float | None, float]:
+def _timed_kept(fit: Fit, stage: schema.Arm, seed: int, keep: Path | None, checkpoint: Path) -> Outcome:
     """One fit (a stage, or an arm others start from) whose tested checkpoint is kept at ``checkpoint``
     (``fit(..., keep_as=checkpoint)``)."""
-    tic = time.perf_counter()
-    tests, best_val = fit(stage, seed, keep, keep_as=checkpoint)  # type: ignore[call-arg]
+    outcome = _timed(fit, stage, seed, keep, keep_as=checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"the fit of stage {stage.arm!r} kept no checkpoint at {checkpoint}")
-    return tests, best_val, time.perf_counter() - tic
+    return outcome
 
 
 def _pick(tests: dict[str, float], metric: str, arm: schema.Arm) -> float:
@@ -155,10 +156,10 @@ def _pick(tests: dict[str, float], metric: str, arm: schema.Arm) -> float:
     return tests[metric]
 
 
-def _timed(fit: Fit, arm: schema.Arm, seed: int, keep: Path | None) -> tuple[dict[str, float], float | None, float]:
+def _timed(fit: Fit, arm: schema.Arm, seed: int, keep: Path | None, **kw: Any) -> Outcome:
     tic = time.perf_counter()
-    tests, best_val = fit(arm, seed, keep)
-    return tests, best_val, time.perf_counter() - tic
+    tests, best_val, *samples = fit(arm, seed, keep, **kw)
+    return tests, best_val, time.perf_counter() - tic, samples[0] if samples else {}
 
 
 def summarise(values: list[float], scale: float, val: list[float | None] | None = None, top_k: int = 0) -> dict:
@@ -184,6 +185,22 @@ def paired_difference(diffs: list[float]) -> dict[str, float]:
     half = T95.get(n - 1, T95[max(k for k in T95 if k <= n - 1)] if n - 1 <= 30 else 1.96)
     half *= statistics.stdev(diffs) / math.sqrt(n)
     return {"mean": round(mean, 3), "lo": round(mean - half, 3), "hi": round(mean + half, 3), "n": n}
+
+
+def paired_samples(mine: list[dict], base: list[dict], metric: str, seeds: int) -> tuple[list[float], int] | None:
+    """Per test sample, the difference of ``metric`` between two arms' runs averaged over the seeds both
+    recorded per-sample scores for (the same test samples in the same order), and that seed count; None
+    when no seed has them in both, or their sample counts differ."""
+
+    def scores(runs: list[dict]) -> dict[int, list[float]]:
+        return {r["seed"]: r["samples"][metric] for r in runs if r["seed"] < seeds and metric in r.get("samples", {})}
+
+    a, b = scores(mine), scores(base)
+    shared = sorted(s for s in a if s in b and len(a[s]) == len(b[s]))
+    if not shared or len({len(a[s]) for s in shared}) != 1 or len(a[shared[0]]) < 2:
+        return None
+    diffs = [statistics.fmean(a[s][i] - b[s][i] for s in shared) for i in range(len(a[shared[0]]))]
+    return diffs, len(shared)
 
 
 def _arm_for(spec: schema.Evidence, gate: schema.Gate, key: str) -> str | None:
@@ -306,18 +323,20 @@ def run(
 
     default_command = f"python cli.py zoo evidence {name} --seeds {seeds}"
 
-    def record(arm: schema.Arm, seed: int, outcome: tuple[dict[str, float], float | None, float]) -> None:
-        tests, best_val, seconds = outcome
+    def record(arm: schema.Arm, seed: int, outcome: Outcome) -> None:
+        tests, best_val, seconds, samples = outcome
         headline = arm.metric or spec.metric
         print(f"[evidence] {name} | {arm.arm} | seed {seed}: {headline} = {_pick(tests, headline, arm):.4f} "
               f"(val {best_val}, {seconds:.0f} s)", flush=True)  # fmt: skip
         run_ = {"seed": seed, "fingerprint": prints[arm.arm], "test": tests, "best_val": best_val}
+        if samples:
+            run_["samples"] = {k: [round(float(v), 4) for v in vs] for k, vs in samples.items()}
         runs = [r for r in recorded.get(arm.arm, []) if r["seed"] != seed]  # a refit replaces its run
         recorded[arm.arm] = [*runs, run_ | {"seconds": round(seconds, 1)}]
         _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded)
 
-    def record_stage(stage: schema.Arm, seed: int, outcome: tuple[dict[str, float], float | None, float]) -> None:
-        tests, best_val, seconds = outcome
+    def record_stage(stage: schema.Arm, seed: int, outcome: Outcome) -> None:
+        tests, best_val, seconds, _ = outcome
         print(f"[evidence] {name} | stage {stage.arm} | seed {seed}: {tests} ({seconds:.0f} s)", flush=True)
         runs = [r for r in stages_recorded.get(stage.arm, []) if r["seed"] != seed]  # a refit replaces its run
         run_ = {"seed": seed, "fingerprint": stage_prints[stage.arm], "test": tests, "best_val": best_val}
@@ -416,6 +435,14 @@ def _write(
         shared = sorted(s for s in mine if s in base and mine[s] is not None and base[s] is not None)
         if len(shared) >= 2:
             row["paired"] = {"against": against, **paired_difference([(mine[s] - base[s]) * scale for s in shared])}
+        per_sample = paired_samples(recorded.get(row["arm"], []), recorded.get(against, []), metric, seeds)
+        if per_sample is not None:
+            diffs, n_seeds = per_sample
+            row["paired_samples"] = {
+                "against": against,
+                **paired_difference([d * scale for d in diffs]),
+                "seeds": n_seeds,
+            }
     results.update(
         command=command,
         metric=metric,

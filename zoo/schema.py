@@ -195,6 +195,7 @@ class Paired:
     lo: float
     hi: float
     n: int
+    seeds: int | None = None  # per-sample pairs: the seeds each sample's difference is averaged over
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ class Row:
     top_mean: float | None = None
     top_std: float | None = None
     paired: Paired | None = None
+    paired_samples: Paired | None = None  # the same difference paired per test sample (n = samples)
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,7 @@ class Run:
     test: dict[str, float]
     best_val: float | None = None
     seconds: float = 0.0
+    samples: dict[str, list[float]] = _many(dict)  # metric -> per test sample, in the test set's order
 
 
 @dataclass(frozen=True)

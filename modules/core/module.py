@@ -80,6 +80,7 @@ class DistillModule(L.LightningModule):
         self.lr_scheduler = None if lr_scheduler is None else self._per_step(lr_scheduler, "lr_scheduler")
         self.automatic_optimization = len(self.steps) == 1
         self.stage_metrics = nn.ModuleDict()
+        self._samples: dict[str, dict[tuple[int, ...], float]] = {}  # record_samples(), for sample_scores()
 
     def _per_step(self, given: Any, what: str) -> dict[str, Callable]:
         """One callable for every step, or a mapping with exactly one callable per named step."""
@@ -127,6 +128,18 @@ class DistillModule(L.LightningModule):
         """Further epoch-level metrics computed from ``configure_metrics``' values (the mean of two students'
         mIoU, which selects their shared checkpoint), logged beside them."""
         return {}
+
+    def record_samples(self, name: str, keys: Tensor, values: Tensor) -> None:
+        """Keep per-sample test scores (``values`` [B]) under metric ``name``, keyed by ``keys`` ([B] sample
+        indices, or [B, K] rows): ``sample_scores()`` returns them after the test, so that evidence can pair
+        two arms sample by sample. Each test epoch starts them afresh; one process's samples (no DDP gather)."""
+        kept = self._samples.setdefault(name, {})
+        for key, value in zip(keys.reshape(len(values), -1).tolist(), values.detach().float().cpu().tolist()):
+            kept[tuple(key)] = value
+
+    def sample_scores(self) -> dict[str, list[float]]:
+        """Metric -> the last test's per-sample scores (``record_samples``) in sample-key order."""
+        return {name: [kept[k] for k in sorted(kept)] for name, kept in self._samples.items()}
 
     def batch_size(self, batch: Any) -> int:
         """Examples in ``batch``, for logging; full-batch methods override it."""
@@ -282,6 +295,9 @@ class DistillModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_stage_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._samples = {}
 
     def on_test_epoch_end(self) -> None:
         self._log_stage_metrics("test")
