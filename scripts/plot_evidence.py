@@ -105,10 +105,11 @@ def main() -> None:
         bottom, ceiling = (max(0.0, low - 8), max(100.0, high + 6)) if percent else (low - 3 * pad, high + 2 * pad)
         digits = 1 if percent else max(2, -int(f"{high - low:e}".split("e")[1]))
         for i, row in enumerate(items):
-            top = max(row.mean + (row.std or 0.0), reference.get(row.arm, -float("inf")))
+            top = row.mean + (row.std or 0.0)  # the bar's own value sits on the bar, the marker's beside it
             ax.text(i, top + 0.02 * (ceiling - bottom), f"{row.mean:.{digits}f}", ha="center", fontsize=8)
             if row.arm in reference:
                 ax.plot(i, reference[row.arm], "kD", markersize=5)
+                ax.text(i + 0.08, reference[row.arm], f"{reference[row.arm]:.{digits}f}", va="center", fontsize=7)
             if row.top_mean is not None:
                 has_top = True
                 ax.plot(i, row.top_mean, marker="_", color="crimson", markersize=16, mew=2)

@@ -93,7 +93,15 @@ def shared_runs(spec: schema.Evidence, arm: schema.Arm) -> list[dict]:
             f"arm {arm.arm!r} differs from the arm of the same name in {arm.runs_from!r} (configs, overrides or "
             "stage), so its runs cannot be shared; make them the same, or drop runs_from and fit it here"
         )
-    return [dataclasses.asdict(r) for r in other.meta.results.runs.get(arm.arm, []) if r.fingerprint == mine]
+    return [_as_record(r) for r in other.meta.results.runs.get(arm.arm, []) if r.fingerprint == mine]
+
+
+def _as_record(run: schema.Run) -> dict:
+    """A recorded run as the metafile writes it: no empty per-sample scores for modules that keep none."""
+    record = dataclasses.asdict(run)
+    if not record.get("samples"):
+        record.pop("samples", None)
+    return record
 
 
 def stage_checkpoint(name: str, stage: schema.Arm, seed: int) -> Path:
@@ -301,11 +309,11 @@ def run(
     stage_prints = {a.arm: fingerprint(a) for a in spec.stages}
     # runs of arms that changed since they were recorded no longer count
     recorded = {
-        arm: [dataclasses.asdict(r) for r in rs if r.fingerprint == prints.get(arm)]
+        arm: [_as_record(r) for r in rs if r.fingerprint == prints.get(arm)]
         for arm, rs in entry.meta.results.runs.items()
     }
     stages_recorded = {
-        stage: [dataclasses.asdict(r) for r in rs if r.fingerprint == stage_prints.get(stage)]
+        stage: [_as_record(r) for r in rs if r.fingerprint == stage_prints.get(stage)]
         for stage, rs in entry.meta.results.stage_runs.items()
     }
     for arm in spec.arms:  # arms another entry fits: its recorded runs, if that arm is the same one
