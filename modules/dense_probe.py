@@ -29,7 +29,7 @@ from modules.g2sd import DistilledViT
 from modules.nets import MaskedAutoencoder, TimmViT
 from modules.nets.mae import MAEEncoder
 from modules.nets.probes import SegmentationProbe
-from zoo import export, store
+from zoo import export
 
 
 def dynamic_vit(network: nn.Module, source: str = "the backbone") -> TimmViT:
@@ -60,7 +60,7 @@ def load_backbone(source: str, tta_views: int = 0) -> nn.Module:
     offering ``dense_features`` at any resolution; with ``tta_views``, under PH-Reg's test-time augmentation."""
     from modules.phreg import RegisterViT, TTADense
 
-    network = export.load_student(source) if str(source).endswith(".ckpt") else store.load(source)
+    network = export.load_network(source)
     vit = network if isinstance(network, RegisterViT) else dynamic_vit(network, source)
     return TTADense(vit, tta_views) if tta_views else vit.eval()
 

@@ -40,7 +40,7 @@ from modules.dmae import MAEPretrain
 from modules.nets import MaskedAutoencoder, TimmViT, random_mask
 from modules.nets.probes import SegmentationProbe
 from modules.nets.vit import check_image_size
-from zoo import export, store
+from zoo import export
 from zoo.specs import exportable
 
 
@@ -163,7 +163,7 @@ def load_encoder(student: nn.Module, source: str, owner: str | None = None) -> l
     ``.ckpt`` of a pre-training stage) into ``student``'s ViT (a ``TimmViT`` or a ``DistilledViT``), as MAE
     fine-tuning starts from the pre-trained encoder; heads, the distillation token and a global-pool
     ``fc_norm`` stay fresh. Returns the fresh tensors' names (printed, with ``owner``, as a run's log says)."""
-    mae = export.load_student(source) if str(source).endswith(".ckpt") else store.load(source)
+    mae = export.load_network(source)
     if not isinstance(mae, MaskedAutoencoder):
         raise TypeError(f"{source} is a {type(mae).__name__}, not a MaskedAutoencoder whose encoder to fine-tune")
     vit = student.backbone.vit if isinstance(student, DistilledViT) else student.vit

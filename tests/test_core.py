@@ -72,6 +72,20 @@ def test_teacher_left_out_of_checkpoint_and_restored_on_load(tmp_path):
         assert torch.equal(v, restored.student.state_dict()[k])
 
 
+def test_a_trained_arms_checkpoint_becomes_the_next_arms_teacher(tmp_path):
+    """Evidence arms after a teacher arm get its .ckpt as {after}: the teacher is that fit's student."""
+    module = ToyDistill(student=ToyNet(), teacher=ToyNet())
+    trainer = fit(module, tmp_path)
+    trainer.save_checkpoint(tmp_path / "teacher-arm.ckpt")
+    for teacher in (Teacher(weights=str(tmp_path / "teacher-arm.ckpt")),
+                    Teacher(ToyNet(), weights=str(tmp_path / "teacher-arm.ckpt"))):  # fmt: skip
+        assert not teacher.training and len(teacher.manifest["sha256"]) == 64
+        for k, v in module.student.state_dict().items():
+            assert torch.equal(v, teacher.network.state_dict()[k])
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        Teacher(ToyNet(hidden=3), weights=str(tmp_path / "teacher-arm.ckpt"))
+
+
 def test_several_teachers_form_a_moduledict():
     module = ToyDistill(student=ToyNet(), teacher={"a": ToyNet(), "b": Teacher(ToyNet())})
     assert isinstance(module.teacher, nn.ModuleDict)

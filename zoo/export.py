@@ -189,6 +189,12 @@ def load_student(ckpt: str | Path, part: str | None = None) -> torch.nn.Module:
     return _rebuilt(ckpt, *checkpoint_student(ckpt, part=part)).eval()
 
 
+def load_network(source: str | Path) -> torch.nn.Module:
+    """The network of ``source``: ``zoo:NAME`` or a ``.safetensors`` path (sha256-verified), or the Lightning
+    ``.ckpt`` of an earlier stage or evidence arm (its student, opened ``weights_only``)."""
+    return load_student(source) if str(source).endswith(".ckpt") else store.load(str(source))
+
+
 def _rebuilt(ckpt: str | Path, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
     """The network of ``spec`` with a checkpoint's student ``tensors`` loaded strictly."""
     return store.load_into(store.build(spec, str(ckpt)), store.Weights(tensors, spec, str(ckpt), "", Path(ckpt)))

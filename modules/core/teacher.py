@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from zoo import store
+from zoo import export, store
 
 
 class Teacher(nn.Module):
     """A frozen, always-eval, no-grad teacher with a provenance manifest.
 
     Wraps ``network`` (or builds it from the constructor spec stored with ``weights``) and loads
-    ``weights`` (``zoo:NAME`` or a ``.safetensors`` path, sha256-verified). Its parameters never
+    ``weights`` (``zoo:NAME`` or a ``.safetensors`` path, sha256-verified; or the Lightning ``.ckpt`` of an
+    earlier evidence arm or stage, whose student becomes the teacher, as ``{after}`` gives it). Its parameters never
     require grad, ``train(True)`` leaves it in eval so BatchNorm statistics and dropout never
     move, and ``forward`` runs under ``torch.no_grad()`` (not ``inference_mode``, whose tensors
     cannot be saved for the student's backward). Optional ``mean``/``std`` re-normalise the
@@ -33,7 +35,12 @@ class Teacher(nn.Module):
         if network is None and weights is None:
             raise ValueError("Teacher needs a network, weights (zoo:NAME or a .safetensors path), or both")
         sha256 = None
-        if weights is not None:
+        if weights is not None and str(weights).endswith(".ckpt"):
+            trained = export.load_student(weights)
+            if network is not None:
+                network.load_state_dict(trained.state_dict())  # strict: the same architecture or an error
+            network, sha256 = network or trained, store.sha256_file(Path(weights))
+        elif weights is not None:
             if network is None:
                 network = store.load(weights)
                 sha256 = network.weights_source["sha256"]
