@@ -305,8 +305,10 @@ def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo)
     evidence.run("gcn-csbm", seeds=3, fit=fake_fit)
     assert FAKE_CALLS == [("distilled", 0), ("distilled", 1), ("distilled", 2)]
     FAKE_CALLS.clear()  # --rows-only fits nothing: the rows hold the seeds recorded so far
-    rows = evidence.run("gcn-csbm", seeds=4, fit=fake_fit, rows_only=True)["rows"]
-    assert FAKE_CALLS == [] and [r["n"] for r in rows] == [3, 3]
+    fitted_by = registry.get("gcn-csbm").raw["results"]["command"]
+    results = evidence.run("gcn-csbm", seeds=4, fit=fake_fit, rows_only=True, command="rebuild rows")
+    assert FAKE_CALLS == [] and [r["n"] for r in results["rows"]] == [3, 3]
+    assert results["command"] == fitted_by  # the command that fitted the runs, not the one rebuilding rows
     FAKE_CALLS.clear()  # --fresh reruns the named arm's recorded runs (after a code change), and only those
     evidence.run("gcn-csbm", seeds=3, fit=fake_fit, only=["baseline"], fresh=True)
     assert FAKE_CALLS == [("baseline", 0), ("baseline", 1), ("baseline", 2)]

@@ -393,8 +393,8 @@ def run(
             record_first(item, run_first(item))
         for arm, seed in second:
             record(arm, seed, _timed(fit, arm, seed, keep))
-    if not first and not second:
-        _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded)
+    if not first and not second:  # nothing fitted: the rows are rebuilt, the recorded command and hardware kept
+        _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded, True)
     return raw["results"]
 
 
@@ -406,9 +406,12 @@ def _write(
     command: str,
     directory: Path,
     stages: dict[str, list[dict]] | None = None,
+    unfitted: bool = False,
 ) -> None:
     """Rebuild the rows from every recorded run and write the metafile atomically. A call with fewer seeds
-    than were recorded (``--seeds 1`` for a new arm of a 3-seed entry) keeps every recorded seed in the rows."""
+    than were recorded (``--seeds 1`` for a new arm of a 3-seed entry) keeps every recorded seed in the rows.
+    ``unfitted`` (the call fitted nothing, as ``--rows-only``) keeps the recorded ``command`` and ``hardware``:
+    they describe the fits, not this call."""
     seeds = max([seeds] + [r["seed"] + 1 for runs in recorded.values() for r in runs])
     metric, scale = spec.metric, spec.scale
     extra = [m for m in spec.metrics if m != metric]
@@ -451,13 +454,17 @@ def _write(
                 **paired_difference([d * scale for d in diffs]),
                 "seeds": n_seeds,
             }
+    hardware = f"{platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}, "
+    hardware += f"python {sys.version.split()[0]}"
+    hardware += f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    if unfitted:
+        command, hardware = results.get("command") or command, results.get("hardware") or hardware
     results.update(
         command=command,
         metric=metric,
         selection=spec.selection,
         rows=rows,
-        hardware=f"{platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"python {sys.version.split()[0]}" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        hardware=hardware,
         run_time_s=round(sum(r["seconds"] for rs in recorded.values() for r in rs), 1),  # summed over runs
         runs={arm: sorted(rs, key=lambda r: r["seed"]) for arm, rs in recorded.items() if arm in by_arm},
     )

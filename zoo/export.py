@@ -183,6 +183,13 @@ def checkpoint_student(
     return spec, tensors
 
 
+def checkpoint_weights(ckpt: str | Path, part: str | None = None) -> store.Weights:
+    """The student (or the student ``part``) of a distillzoo Lightning checkpoint as ``store.Weights``, to load
+    into a network built elsewhere with ``store.load_into`` (a mismatch names every offending tensor)."""
+    spec, tensors = checkpoint_student(ckpt, part=part)
+    return store.Weights(tensors, spec, str(ckpt), store.sha256_file(Path(ckpt)), Path(ckpt))
+
+
 def load_student(ckpt: str | Path, part: str | None = None) -> torch.nn.Module:
     """The student network (or the student ``part``) of a distillzoo Lightning checkpoint, rebuilt from its spec
     and loaded strictly, in eval mode: how a second training stage starts from the first stage's checkpoint."""

@@ -36,10 +36,13 @@ class Teacher(nn.Module):
             raise ValueError("Teacher needs a network, weights (zoo:NAME or a .safetensors path), or both")
         sha256 = None
         if weights is not None and str(weights).endswith(".ckpt"):
-            trained = export.load_student(weights)
-            if network is not None:
-                network.load_state_dict(trained.state_dict())  # strict: the same architecture or an error
-            network, sha256 = network or trained, store.sha256_file(Path(weights))
+            if network is None:
+                network = export.load_student(weights)
+                sha256 = store.sha256_file(Path(weights))
+            else:  # one build: the given network, the checkpoint's student copied in (a mismatch names tensors)
+                resolved = export.checkpoint_weights(weights)
+                store.load_into(network, resolved)
+                sha256 = resolved.sha256
         elif weights is not None:
             if network is None:
                 network = store.load(weights)
