@@ -846,6 +846,39 @@ def test_publishing_an_arm_built_on_a_lost_stage_refits_the_stage_first(scratch_
     assert calls == [("pretrain", []), ("after A", [f"--init={stage}"])]
 
 
+def test_publishing_what_an_arm_starts_from_refits_a_lost_source_and_exports_it(
+    scratch_zoo, toy_ckpt, tmp_path, monkeypatch
+):
+    """``export: after`` (a dense probe's backbone): when the source stage's checkpoint was lost with the machine,
+    publish refits it at seed 0, checks it against its recorded run, and exports that checkpoint; the probe arm
+    itself is not refitted."""
+    import shutil
+
+    from zoo import evidence, publish
+
+    monkeypatch.setattr(evidence, "STAGE_ROOT", tmp_path / "stages")
+    ckpt, _ = toy_ckpt
+    arm = {"config": ["recipes/graph_mlp/tiny.yaml"]}
+    probe = {"arm": "probe", "role": "distilled", "after": "pretrain", "args": ["--init={after}"], **arm}
+    spec = {"metric": "test/acc", "stages": [{"arm": "pretrain", **arm}], "arms": [probe]}
+    publishing_zoo(scratch_zoo, toy_ckpt, {"arm": "probe", "export": "after", "seeds": 1}, spec)
+    calls = []
+
+    def fit(arm, seed, keep=None, keep_as=None):
+        calls.append(arm.arm)
+        if keep_as is not None:
+            keep_as.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ckpt, keep_as)
+            return {"test/pixel": 0.5}, None
+        return {"test/acc": 0.6}, 0.6
+
+    evidence.run("toy-student", seeds=1, fit=fit)
+    shutil.rmtree(tmp_path / "stages")  # a new machine
+    calls.clear()
+    weights = publish.publish("toy-student", fit, lambda f: None, keep=tmp_path / "k")
+    assert calls == ["pretrain"] and weights.is_file() and zoo.get("toy-student").sha256
+
+
 def test_publishing_a_pending_entry_moves_its_metafile_among_the_entries(scratch_zoo, toy_ckpt):
     """The exported weights join the pending metafile's recorded evidence; the pending file is removed."""
     registry.pending_dir().mkdir()

@@ -79,11 +79,8 @@ def publish(
         fields = {"distilled_set": stats}
         return export.export_dataset(datamodule.train_set, name, fields, entry.meta.loader, overwrite=True)
     if plan.export == "after":  # the network the arm measures, e.g. the student a dense probe reads
-        spec = entry.meta.evidence
-        source = spec.stage(arm.after) if arm.after in [s.arm for s in spec.stages] else spec.arm(arm.after)
-        kept = evidence.stage_checkpoint(name, source, 0)
-        if not kept.is_file():
-            raise FileNotFoundError(f"{kept} (seed 0 of {source.arm!r}) is missing: rerun its evidence with --fresh")
+        assert arm.after is not None  # the schema checked it
+        kept = evidence.kept_source(name, entry.meta, arm.after, 0, fit, keep)  # a lost one is refitted, checked
         return export.export(kept, name, overwrite=True, part=plan.part)
     seed0 = next((r["test"] for r in results.get("runs", {}).get(arm.arm, []) if r["seed"] == 0), None)
     if arm.after is not None and not (evidence.kept_checkpoint(keep, arm)).is_file():
