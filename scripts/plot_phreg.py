@@ -5,7 +5,8 @@ student; then the linear-probe predictions of the raw-teacher and PH-Reg arms be
     python scripts/plot_phreg.py [--entry phreg-vit-camvid] [--keep runs/publish/phreg-vit-camvid] [--frames 0 26 52]
 
 The student is the seed-0 PH-Reg stage kept by ``zoo evidence``; the probes are the arms' seed-0 checkpoints
-in ``--keep`` (``zoo publish`` keeps them there). The principal components are fitted on the teacher's
+in ``--keep`` (``zoo publish`` keeps them there); one lost with the machine is refitted first (a few CPU
+minutes) and checked against its recorded run. The principal components are fitted on the teacher's
 features of the shown frames and applied to all three, so the colours compare. Writes
 docs/figures/<entry>-features.png and -probes.png.
 """
@@ -29,7 +30,7 @@ import cli  # noqa: E402
 from datamodules.images.camvid import camvid_rgb as colour  # noqa: E402
 from modules.dense_probe import LinearProbe, load_backbone  # noqa: E402
 from modules.phreg import TTADense  # noqa: E402
-from zoo import evidence, export, registry  # noqa: E402
+from zoo import evidence, export, publish, registry  # noqa: E402
 
 TEACHER = "zoo:mae-vit-cifar10-ft"
 
@@ -57,7 +58,8 @@ def main() -> None:
     keep = args.keep or ROOT / "runs" / "publish" / args.entry
     probe_arm = spec.arm("PH-Reg")
     stage = spec.stage(probe_arm.after)
-    student = export.load_student(evidence.stage_checkpoint(args.entry, stage, 0))
+    stage_ckpt = evidence.kept_source(args.entry, entry.meta, stage.arm, 0, cli.evidence_fit)  # refits a lost one
+    student = export.load_student(stage_ckpt)
     teacher = load_backbone(TEACHER)
     tta = TTADense(teacher, views=10)
     data = cli.lightning_main([*(f"--config={c}" for c in probe_arm.config)], run=False).datamodule
@@ -99,18 +101,12 @@ def main() -> None:
     probes = []
     for arm_name in ("raw teacher", "PH-Reg"):
         arm = spec.arm(arm_name)
-        path = evidence.kept_checkpoint(keep, arm)
-        if path.is_file():
-            ckpt = export.read_checkpoint(path)
-            backbone = ckpt["hyper_parameters"]["backbone"]
-            probe = LinearProbe(backbone=backbone if arm.after is None else str(evidence.stage_checkpoint(
-                args.entry, spec.stage(arm.after), 0)))  # fmt: skip
-            probe.student.load_state_dict(export.student_tensors(ckpt))
-            with torch.no_grad():
-                probes.append((arm_name, probe.eval()(images).argmax(1)))
-    if not probes:
-        print(f"no kept probe checkpoints in {keep}: skipping the probe figure")
-        return
+        ckpt = export.read_checkpoint(publish.arm_checkpoint(args.entry, arm_name, cli.evidence_fit, keep))
+        backbone = ckpt["hyper_parameters"]["backbone"]
+        probe = LinearProbe(backbone=backbone if arm.after is None else str(stage_ckpt))
+        probe.student.load_state_dict(export.student_tensors(ckpt))
+        with torch.no_grad():
+            probes.append((arm_name, probe.eval()(images).argmax(1)))
     cols = 2 + len(probes)
     fig, axes = plt.subplots(len(args.frames), cols, figsize=(2.4 * cols, 1.9 * len(args.frames)), squeeze=False)
     for i in range(len(args.frames)):

@@ -82,7 +82,17 @@ def publish(
         assert arm.after is not None  # the schema checked it
         kept = evidence.kept_source(name, entry.meta, arm.after, 0, fit, keep)  # a lost one is refitted, checked
         return export.export(kept, name, overwrite=True, part=plan.part)
-    seed0 = next((r["test"] for r in results.get("runs", {}).get(arm.arm, []) if r["seed"] == 0), None)
-    if arm.after is not None and not (evidence.kept_checkpoint(keep, arm)).is_file():
-        arm = evidence.with_source(name, entry.meta, arm, 0, fit, keep)  # a lost stage is refitted first
-    return export.export(_checkpoint(arm, fit, keep, seed0), name, overwrite=True, part=plan.part)
+    return export.export(arm_checkpoint(name, arm.arm, fit, keep), name, overwrite=True, part=plan.part)
+
+
+def arm_checkpoint(name: str, arm_name: str, fit: evidence.Fit, keep: Path | None = None) -> Path:
+    """The kept seed-0 checkpoint of evidence arm ``arm_name`` of entry ``name`` (in ``keep``, default
+    :func:`keep_dir`), refitted when it was lost with the machine (its source stage first, where it starts from
+    one) and checked against the recorded seed-0 run: for export, and for figures that show an arm's fit."""
+    meta = registry.get(name, pending=True).meta
+    assert meta.evidence is not None, f"zoo entry {name!r} has no evidence arms"
+    arm, keep = meta.evidence.arm(arm_name), keep or keep_dir(name)
+    seed0 = next((r.test for r in meta.results.runs.get(arm.arm, []) if r.seed == 0), None)
+    if arm.after is not None and not evidence.kept_checkpoint(keep, arm).is_file():
+        arm = evidence.with_source(name, meta, arm, 0, fit, keep)  # a lost stage is refitted first
+    return _checkpoint(arm, fit, keep, seed0)
