@@ -77,7 +77,8 @@ def main() -> None:
             sources.append(str(row.source))
     same_split = bool(sources) and all("same split" in s for s in sources)
     spec = entry.meta.evidence
-    percent = spec is not None and spec.scale == 100  # accuracies and AUCs in %: a 0-100 axis; else fit the data
+    # accuracies and AUCs in %: a 0-100 axis; else (an extra metric is unscaled) fit the data
+    percent = spec is not None and spec.scale == 100 and metric == results.metric
     roles = {a.arm: a.role for a in spec.arms} if spec else {}
 
     groups: dict[str, list[schema.Row]] = {}

@@ -27,6 +27,7 @@ from zoo.units import hu_window, mu_to_hu  # noqa: E402
 needs = {
     "planetoid": pytest.mark.skipif(not (SHARED_DATA / "planetoid").is_dir(), reason="needs Cora (data:planetoid)"),
     "cifar10": pytest.mark.skipif(not (SHARED_DATA / "cifar10").is_dir(), reason="needs CIFAR-10 (data:cifar10)"),
+    "camvid": pytest.mark.skipif(not (SHARED_DATA / "camvid").is_dir(), reason="needs CamVid (data:camvid)"),
 }
 
 
@@ -64,6 +65,27 @@ def mae_pixel_loss(name: str) -> float:
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     (result,) = trainer.test(MAEPretrain(zoo.load(name).train()), datamodule=dm, verbose=False)
     return round(float(result["test/pixel"]), 4)
+
+
+def dense_cosine_to_tta(name: str, teacher: str) -> float:
+    """The mean cosine of a dense student's ``dense_features`` to its teacher's 10-view TTA target on the CamVid
+    test frames as the segmentation reader returns them (float RGB in [0, 1], resized to the card's 72 x 96),
+    the features' shape checked against the card's call ([B, D, H/4, W/4])."""
+    from datamodules.images import SegmentationDataModule
+    from modules.dense_probe import load_backbone
+
+    meta, net, target = zoo.get(name).meta, zoo.load(name), load_backbone(teacher, tta_views=10)
+    dm = SegmentationDataModule(root="data:camvid/CamVid", eval_size=(72, 96), batch_size=26)
+    dm.setup("test")
+    cosines = []
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            images = batch["image"]
+            meta.input.check(images, f"{name}: the reader's test images")
+            features = net.dense_features(images)
+            assert features.shape == (len(images), net.embed_dim, 72 // 4, 96 // 4), features.shape
+            cosines.append(torch.nn.functional.cosine_similarity(features, target.dense_features(images), dim=1))
+    return round(float(torch.cat(cosines).mean()), 4)
 
 
 def prompt_teacher_absrel(name: str) -> float:
@@ -242,6 +264,7 @@ CHECKS: dict[str, tuple[Callable[[], float | None], list]] = {
     "mae-vit-cifar10-ft": (lambda: image_accuracy("mae-vit-cifar10-ft"), [needs["cifar10"]]),
     "dmae-vit-cifar10": (lambda: image_accuracy("dmae-vit-cifar10"), [needs["cifar10"]]),
     "g2sd-vit-cifar10": (lambda: image_accuracy("g2sd-vit-cifar10"), [needs["cifar10"]]),
+    "phreg-vit-camvid": (lambda: dense_cosine_to_tta("phreg-vit-camvid", "zoo:mae-vit-cifar10-ft"), [needs["camvid"]]),
 }
 for _view in ("fou", "fac", "kar", "zer", "mor"):
     CHECKS[f"uniego-uci-teacher-{_view}"] = (lambda v=_view: uci_view_accuracy(f"uniego-uci-teacher-{v}", v), [])

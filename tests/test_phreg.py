@@ -265,3 +265,20 @@ def test_clip_weights_that_cannot_be_fetched_name_what_to_download(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match=r"ViT-B-16.*openai.*create_model_and_transforms"):
         clip_vit("ViT-B-16", "openai")
+
+
+def test_the_finetune_recipe_probes_the_published_student_on_the_embedded_default(tmp_path):
+    """recipes/phreg/finetune.yaml: the frozen backbone is zoo:phreg-vit-camvid's register ViT with its weights,
+    and only the probe head learns on the embedded road scenes (no download, no CamVid)."""
+    import cli
+    import zoo
+
+    published = zoo.load("phreg-vit-camvid")
+    result = cli.main(["fit", "--config=recipes/phreg/finetune.yaml", "--trainer.fast_dev_run=true",
+                       f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
+    backbone, head = result.model.backbone, result.model.student
+    assert isinstance(backbone, RegisterViT) and result.trainer.state.finished
+    for k, v in published.state_dict().items():
+        assert torch.equal(v, backbone.state_dict()[k]), k  # frozen: not one step moved it
+    assert not any(p.requires_grad for p in backbone.parameters()) and all(p.requires_grad for p in head.parameters())
+    assert head(torch.rand(1, published.embed_dim, 4, 6)).shape == (1, 11, 4, 6)

@@ -391,7 +391,7 @@ def test_sanity_gates_fail_pass_wait_and_are_waived_only_by_a_stated_reason(scra
     raw["evidence"] |= {"gates": [gate], "metrics": ["test/teacher_acc"]}
     registry.write_entry(raw, registry.entries_dir())
     outcome = evidence.run("gcn-csbm", seeds=2, fit=fake_fit, fresh=True)["gates"][0]
-    assert outcome["status"] == "pass" and "test/teacher_acc 0.81 vs baseline: test/acc 0.505" in outcome["detail"]
+    assert outcome["status"] == "pass" and "test/teacher_acc 0.805 vs baseline: test/acc 0.505" in outcome["detail"]
     raw["evidence"]["gates"][0]["margin"] = 0.35
     registry.write_entry(raw, registry.entries_dir())
     assert cli.main(["zoo", "evidence", "gcn-csbm", "--seeds", "2"]) == 1
@@ -832,7 +832,7 @@ def test_publishing_an_arm_built_on_a_lost_stage_refits_the_stage_first(scratch_
         if keep is not None and seed == 0:
             keep.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ckpt, keep / f"{evidence_slug(arm)}.ckpt")
-        return {"test/acc": 0.6}, 0.6
+        return {"test/acc": 0.6}, 0.6, {}  # as cli.evidence_fit: per-sample scores last (none here)
 
     evidence.run("toy-student", seeds=1, fit=fit)
     shutil.rmtree(tmp_path / "stages")  # a new machine

@@ -15,7 +15,18 @@ Every result row was written by the command shown under it. Load any entry with
 
 
 def _value(row: schema.Row | schema.Summary) -> str:
-    return f"{row.mean:.2f} ± {row.std:.2f}" if row.std is not None else f"{row.mean:.2f}"
+    """A headline row at two decimals; an extra metric's summary with the digits it was stored with (four at
+    most), so a cosine of 0.9788 +- 0.0002 reads as that, not as 0.98 +- 0.00."""
+    if isinstance(row, schema.Summary):
+
+        def show(x: float) -> str:
+            return f"{x:.4f}".rstrip("0").rstrip(".")
+    else:
+
+        def show(x: float) -> str:
+            return f"{x:.2f}"
+
+    return f"{show(row.mean)} ± {show(row.std)}" if row.std is not None else show(row.mean)
 
 
 def _paired(p: schema.Paired | None, named: bool = False) -> str:

@@ -170,15 +170,17 @@ def _timed(fit: Fit, arm: schema.Arm, seed: int, keep: Path | None, **kw: Any) -
     return tests, best_val, time.perf_counter() - tic, samples[0] if samples else {}
 
 
-def summarise(values: list[float], scale: float, val: list[float | None] | None = None, top_k: int = 0) -> dict:
-    """Mean and sample std over all runs; with ``top_k``, also over the ``top_k`` runs with the best
-    validation score (the official Mirage report), so both selection rules are shown."""
+def summarise(
+    values: list[float], scale: float, val: list[float | None] | None = None, top_k: int = 0, digits: int = 2
+) -> dict:
+    """Mean and sample std over all runs, rounded to ``digits`` decimals; with ``top_k``, also over the ``top_k``
+    runs with the best validation score (the official Mirage report), so both selection rules are shown."""
     scaled = [v * scale for v in values]
     row = {
-        "mean": round(statistics.fmean(scaled), 2),
-        "std": round(statistics.stdev(scaled), 2) if len(scaled) > 1 else 0.0,
+        "mean": round(statistics.fmean(scaled), digits),
+        "std": round(statistics.stdev(scaled), digits) if len(scaled) > 1 else 0.0,
     }
-    row.update(n=len(scaled), values=[round(v, 2) for v in scaled])
+    row.update(n=len(scaled), values=[round(v, digits) for v in scaled])
     if top_k and val and None not in val:
         best = sorted(range(len(scaled)), key=lambda i: -val[i])[:top_k]
         top = [scaled[i] for i in best]
@@ -430,7 +432,8 @@ def _write(
         # An extra metric some arm never logs (a conflict rate without two sources) is left out of its row.
         logged = [m for m in extra if all(m in r["test"] for r in mine)]
         if logged:
-            row["metrics"] = {m: summarise([r["test"][m] for r in mine], 1.0) for m in logged}
+            # unscaled (a cosine, a share, a loss): four decimals, so a std of 0.002 is not shown as 0.0
+            row["metrics"] = {m: summarise([r["test"][m] for r in mine], 1.0, digits=4) for m in logged}
         row["seconds_per_run"] = round(statistics.fmean(r["seconds"] for r in mine), 1)
         rows.append(row)
     baseline = spec.with_role("baseline")

@@ -32,7 +32,7 @@ def _checkpoint(arm: schema.Arm, fit: evidence.Fit, keep: Path, recorded: dict[s
     if ckpt.is_file():
         return ckpt
     print(f"[publish] {ckpt} is missing: refitting {arm.arm!r} at seed 0", flush=True)
-    tests, _ = fit(arm, 0, keep)
+    tests = fit(arm, 0, keep)[0]  # (tests, best val[, per-sample scores])
     if recorded is not None:
         drift = {k: (recorded[k], v) for k, v in tests.items() if k in recorded and abs(recorded[k] - v) > 1e-4}
         if drift:
