@@ -106,6 +106,18 @@ def view_cells(grid: Sequence[int], dy: int, dx: int, flip: bool) -> Tensor:
     return (cells.flip(-1) if flip else cells).flatten().long()
 
 
+def tta_grid(network: nn.Module, images: Tensor) -> tuple[int, int]:
+    """The patch grid ``network`` gives ``images``; images smaller than one patch per side are refused by size
+    (a grid of 0 cells has nothing to shift, scatter back or distil)."""
+    h, w, patch = int(images.shape[-2]), int(images.shape[-1]), int(network.patch_size[0])
+    if h < patch or w < patch:
+        raise ValueError(
+            f"images of {h} x {w} px are smaller than one {patch}-px patch per side: PH-Reg's views need a patch "
+            f"grid of at least 1 x 1 (shifts of round(0.15 x side) patches need 4+ patches per side to move at all)"
+        )
+    return tuple(network.grid_for((h, w)))
+
+
 def tta_dense(dense: Any, images: Tensor, views: Sequence[tuple[int, int, bool]], patch: int) -> Tensor:
     """The TTA target: ``dense(view)`` [B, D, gh, gw] of every view scattered back to the original cells and
     averaged over the views that cover each cell -> [B, D, gh, gw]."""
@@ -259,8 +271,8 @@ class TTADense(nn.Module):
             return getattr(self._modules["network"], name)  # the probes' interface, as the network has it
 
     def dense_features(self, images: Tensor) -> Tensor:
-        grid = self.network.grid_for(images.shape[-2:])
-        views = tta_views(grid, self.views, generator=torch.Generator().manual_seed(self.seed))
+        generator = torch.Generator().manual_seed(self.seed)
+        views = tta_views(tta_grid(self.network, images), self.views, generator=generator)
         return tta_dense(self.network.dense_features, images, views, self.network.patch_size[0])
 
 
@@ -395,7 +407,7 @@ class PHReg(DistillModule):
 
     def targets_for(self, images: Tensor, seed: int) -> Tensor:
         """Live TTA targets of the frozen teacher (views drawn from ``seed``)."""
-        grid = self.teacher.network.grid_for(images.shape[-2:])
+        grid = tta_grid(self.teacher.network, images)
         views = tta_views(grid, self.views, self.candidates, self.max_shift, torch.Generator().manual_seed(seed))
         with torch.no_grad():
             return tta_dense(self.teacher.network.dense_features, images, views, self.patch)

@@ -131,6 +131,36 @@ def test_a_fit_precomputes_the_targets_once_and_refuses_a_file_of_another_teache
         trainer.fit(other, datamodule=data)
 
 
+def test_a_target_file_made_for_other_images_is_refused_naming_both_sample_hashes(tmp_path, monkeypatch):
+    """A precomputed target file holds the rows of the images it was made for; a training set with an image it
+    does not hold is refused before a step, naming the file's and the requested samples' hashes."""
+    from datamodules.synthetic.scenes import write_scenes_folder
+
+    monkeypatch.setenv("DISTILLZOO_CACHE", str(tmp_path / "cache"))
+    root = write_scenes_folder(tmp_path / "scenes", {"train": 4, "val": 2, "test": 2}, size=(32, 48))
+    data = SegmentationDataModule(root=str(root), train_transform="none", batch_size=4)
+    teacher = tiny_vit()
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(PHReg(teacher=Teacher(teacher), num_registers=2, views=2), datamodule=data)
+    (made,) = list((tmp_path / "cache").rglob("targets-*.safetensors"))
+    for folder in ("train", "trainannot"):  # another image set: one frame is not the one the file was made for
+        (root / folder / "0003.png").rename(root / folder / "0099.png")
+    other = PHReg(teacher=Teacher(teacher), num_registers=2, views=2, target_file=str(made))
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match=r"made for other samples: 1 of the 4 .*'train/0099.png'.*file samples "
+                                         r"sha256 [0-9a-f]{64}, requested [0-9a-f]{64}"):  # fmt: skip
+        trainer.fit(other, datamodule=SegmentationDataModule(root=str(root), train_transform="none", batch_size=4))
+
+
+def test_images_smaller_than_one_patch_are_refused_by_size():
+    tta = TTADense(tiny_vit().as_dynamic(), views=3)
+    with pytest.raises(ValueError, match=r"images of 6 x 40 px are smaller than one 8-px patch per side"):
+        tta.dense_features(torch.rand(1, 3, 6, 40))
+    assert tta.dense_features(torch.rand(1, 3, 8, 40)).shape == (1, 32, 1, 5)  # one patch row is enough
+
+
 def test_held_out_targets_are_computed_once_and_are_the_live_ones(monkeypatch):
     """Validation reads the same TTA targets every epoch: computed on the first visit of a batch, then kept."""
     module = PHReg(teacher=Teacher(tiny_vit()), num_registers=2, views=3)
