@@ -90,9 +90,11 @@ def arm_checkpoint(name: str, arm_name: str, fit: evidence.Fit, keep: Path | Non
     :func:`keep_dir`), refitted when it was lost with the machine (its source stage first, where it starts from
     one) and checked against the recorded seed-0 run: for export, and for figures that show an arm's fit."""
     meta = registry.get(name, pending=True).meta
-    assert meta.evidence is not None, f"zoo entry {name!r} has no evidence arms"
+    if meta.evidence is None:
+        raise ValueError(f"zoo entry {name!r} has no evidence arms")
     arm, keep = meta.evidence.arm(arm_name), keep or keep_dir(name)
-    seed0 = next((r.test for r in meta.results.runs.get(arm.arm, []) if r.seed == 0), None)
+    mine = evidence.arm_fingerprint(meta.evidence, arm)  # a run of the arm as it was before a change is no check
+    seed0 = next((r.test for r in meta.results.runs.get(arm.arm, []) if r.seed == 0 and r.fingerprint == mine), None)
     if arm.after is not None and not evidence.kept_checkpoint(keep, arm).is_file():
         arm = evidence.with_source(name, meta, arm, 0, fit, keep)  # a lost stage is refitted first
     return _checkpoint(arm, fit, keep, seed0)
