@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,13 +35,10 @@ class Teacher(nn.Module):
             raise ValueError("Teacher needs a network, weights (zoo:NAME or a .safetensors path), or both")
         sha256 = None
         if weights is not None and str(weights).endswith(".ckpt"):
-            if network is None:
-                network = export.load_student(weights)
-                sha256 = store.sha256_file(Path(weights))
-            else:  # one build: the given network, the checkpoint's student copied in (a mismatch names tensors)
-                resolved = export.checkpoint_weights(weights)
-                store.load_into(network, resolved)
-                sha256 = resolved.sha256
+            resolved = export.checkpoint_weights(weights)  # one read and one hash; a mismatch names tensors
+            network = network if network is not None else store.build(resolved.spec, str(weights))
+            store.load_into(network, resolved)
+            sha256 = resolved.sha256
         elif weights is not None:
             if network is None:
                 network = store.load(weights)
