@@ -37,12 +37,14 @@ from typing import Any, Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from modules.core import DistillModule
 from modules.nets.images import NormalisedInput
+from zoo import store
 from zoo.specs import exportable, module_spec
 
 PARTS = ("cnn", "vit")
@@ -86,6 +88,11 @@ class _Segmenter(NormalisedInput):
     def forward(self, x: Tensor) -> Tensor:
         """Images [B, 3, H, W] in [0, 1] -> logits [B, num_classes, H, W]."""
         return F.interpolate(self.parts(x).logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def reset_classes(self, num_classes: int) -> None:
+        """A fresh classifier for ``num_classes`` (fine-tuning on other labels), recorded in the export spec."""
+        self.classifier = nn.Conv2d(self.classifier.in_channels, num_classes, 1)
+        self.num_classes, self.init_args = num_classes, dict(self.init_args, num_classes=num_classes)
 
 
 @exportable
@@ -176,6 +183,19 @@ def _projector(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout, affine=False))
 
 
+def _student(part: str, net: nn.Module | str, num_classes: int) -> nn.Module:
+    """A student given as a weights source (``zoo:NAME``, a ``.safetensors`` path: fine-tuning a published one) is
+    built from it, trainable; its head is replaced when it predicts another number of classes (logged)."""
+    if not isinstance(net, str):
+        return net
+    loaded = store.load(net).train()
+    if callable(getattr(loaded, "reset_classes", None)) and loaded.num_classes != num_classes:
+        rank_zero_info(f"CollaborativeSeg: the {part} student {net} predicts {loaded.num_classes} classes, "
+                       f"num_classes is {num_classes}: its head is replaced")  # fmt: skip
+        loaded.reset_classes(num_classes)
+    return loaded
+
+
 def region_means(values: Tensor, weights: Tensor, grid: int) -> tuple[Tensor, Tensor]:
     """Per-region weighted sums over a ``grid`` x ``grid`` partition of [B, H, W] maps: (sum of values * weights,
     sum of weights), each [B, grid, grid].
@@ -211,6 +231,10 @@ class CollaborativeSeg(DistillModule):
     independently in one run. Logged beside them: ``train/flow/<cnn_to_vit|vit_to_cnn>``, the share of
     labelled pixels (pixel-wise) and of regions (``train/flow/region_...``) taught in each direction.
 
+    ``cnn`` and ``vit`` are networks or weights sources (``zoo:NAME``, a ``.safetensors`` path), which is how
+    recipes/cnn_vit/finetune.yaml continues from the published pair on other data (a head for another number of
+    classes is replaced).
+
     Metrics per student at val and test: ``cnn_miou``, ``vit_miou`` (mean IoU over the classes, the ignore index
     excluded) and ``cnn_acc``, ``vit_acc`` (pixel accuracy); ``mean_miou`` of the two selects the checkpoint.
     ``export_parts`` gives both students; ``zoo export --part cnn|vit`` publishes one."""
@@ -220,8 +244,8 @@ class CollaborativeSeg(DistillModule):
 
     def __init__(
         self,
-        cnn: nn.Module,
-        vit: nn.Module,
+        cnn: nn.Module | str,
+        vit: nn.Module | str,
         num_classes: int = 11,
         ignore_index: int = 11,
         hfd: bool = True,
@@ -240,6 +264,7 @@ class CollaborativeSeg(DistillModule):
             raise ValueError(f"logits must be one of {LOGIT_TRANSFER}, got {logits!r}")
         if region_grid < 1 or temperature <= 0:
             raise ValueError(f"need region_grid >= 1 and temperature > 0, got {region_grid}, {temperature}")
+        cnn, vit = _student("cnn", cnn, num_classes), _student("vit", vit, num_classes)
         for part, net in (("cnn", cnn), ("vit", vit)):
             if not callable(getattr(net, "parts", None)) or getattr(net, "num_classes", num_classes) != num_classes:
                 raise ValueError(

@@ -26,6 +26,19 @@ if SHARED_DATA.is_dir():
     os.environ.setdefault("DISTILLZOO_DATA", str(SHARED_DATA))
 
 
+def saved_weights(net: nn.Module, path: Path) -> str:
+    """``net``'s tensors and constructor spec as a ``.safetensors`` file, as ``zoo export`` writes one."""
+    import json
+
+    from safetensors.torch import save
+
+    from zoo import store
+
+    tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
+    path.write_bytes(save(tensors, metadata={store.SPEC_KEY: json.dumps(specs.module_spec(net), sort_keys=True)}))
+    return str(path)
+
+
 @pytest.fixture
 def scratch_zoo(tmp_path, monkeypatch):
     """An empty zoo: entries, weights and download cache in tmp_path."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import saved_weights
 from torch import nn
 
 from datamodules.images import SegmentationDataModule, read_image
@@ -14,6 +15,7 @@ from datamodules.images.segmentation import corrupt_blobs
 from datamodules.synthetic.scenes import write_scenes_folder
 from modules.cnn_vit import CollaborativeSeg, DeepLabV3Plus, SegFormer, SegParts, kl_per_pixel, region_means
 from zoo import export, store
+from zoo.specs import module_spec
 
 
 def tiny_cnn(num_classes: int = 11) -> DeepLabV3Plus:
@@ -217,3 +219,21 @@ def test_data_with_other_classes_stops_the_fit_naming_the_flag(tmp_path):
     trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     with pytest.raises(ValueError, match=r"data has num_classes=11, the model 5.*--model.init_args.num_classes=11"):
         trainer.fit(m, SegmentationDataModule(train_size=(32, 48), batch_size=2))
+
+
+def test_students_given_as_weights_start_from_them_and_a_head_for_other_classes_is_replaced(tmp_path):
+    """How recipes/cnn_vit/finetune.yaml continues from the published pair: each student from its weights file,
+    every tensor as exported; with other classes only the classifier is new (and its spec says so)."""
+    paths = {}
+    for part, net in (("cnn", tiny_cnn()), ("vit", tiny_vit())):
+        paths[part] = saved_weights(net, tmp_path / f"{part}.safetensors")
+    same = CollaborativeSeg(paths["cnn"], paths["vit"])
+    other = CollaborativeSeg(paths["cnn"], paths["vit"], num_classes=5)
+    for part in ("cnn", "vit"):
+        saved = store.load(paths[part]).state_dict()
+        loaded = same.student[part].state_dict()
+        assert same.student[part].training and all(torch.equal(v, saved[k]) for k, v in loaded.items())
+        kept = {k: v for k, v in other.student[part].state_dict().items() if not k.startswith("classifier.")}
+        assert kept and all(torch.equal(v, saved[k]) for k, v in kept.items())
+        assert other.student[part].classifier.out_channels == 5 and other.student[part].init_args["num_classes"] == 5
+        assert store.build(module_spec(other.student[part])).num_classes == 5

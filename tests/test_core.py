@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import ToyData, ToyDistill, ToyNet
+from conftest import ToyData, ToyDistill, ToyNet, saved_weights
 from torch import nn
 
 from modules.core import FeatureTaps, Teacher, make_projector, projector_for
@@ -257,20 +257,12 @@ def test_a_step_whose_terms_are_all_constants_is_skipped_not_an_error():
 def test_a_fit_with_an_untrained_in_memory_teacher_warns(tmp_path):
     """A teacher built in memory without weights is a smoke test, not distillation: the fit says so; one with
     weights (a sha256-checked file) does not."""
-    import json
     import warnings
 
-    from safetensors.torch import save
-
-    from zoo import specs, store
-
-    net = ToyNet()
-    toy_teacher_file = tmp_path / "teacher.safetensors"
-    metadata = {store.SPEC_KEY: json.dumps(specs.module_spec(net), sort_keys=True)}
-    toy_teacher_file.write_bytes(save({k: v.contiguous() for k, v in net.state_dict().items()}, metadata=metadata))
+    toy_teacher_file = saved_weights(ToyNet(), tmp_path / "teacher.safetensors")
     with pytest.warns(UserWarning, match="a teacher has no weights"):
         fit(ToyDistill(student=ToyNet(), teacher=Teacher(ToyNet())), tmp_path, max_steps=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         warnings.filterwarnings("ignore", message="(?!.*a teacher has no weights)")
-        fit(ToyDistill(student=ToyNet(), teacher=Teacher(weights=str(toy_teacher_file))), tmp_path, max_steps=1)
+        fit(ToyDistill(student=ToyNet(), teacher=Teacher(weights=toy_teacher_file)), tmp_path, max_steps=1)

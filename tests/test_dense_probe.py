@@ -3,24 +3,15 @@ runs at the segmentation resolution through an interpolated positional embedding
 
 from __future__ import annotations
 
-import json
-
 import lightning as L
 import pytest
 import torch
-from safetensors.torch import save
+from conftest import saved_weights
 
 from datamodules.images import SegmentationDataModule
 from modules.dense_probe import LinearProbe, dynamic_vit
 from modules.g2sd import DistilledViT
 from modules.nets import MaskedAutoencoder, TimmViT
-from zoo import specs, store
-
-
-def saved(net, path):
-    tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
-    path.write_bytes(save(tensors, metadata={store.SPEC_KEY: json.dumps(specs.module_spec(net), sort_keys=True)}))
-    return str(path)
 
 
 def tiny_mae() -> MaskedAutoencoder:
@@ -31,7 +22,7 @@ def tiny_mae() -> MaskedAutoencoder:
 
 def test_the_probe_trains_only_its_head_on_a_frozen_backbone_at_another_resolution(tmp_path):
     mae = tiny_mae()
-    module = LinearProbe(backbone=saved(mae, tmp_path / "mae.safetensors"))
+    module = LinearProbe(backbone=saved_weights(mae, tmp_path / "mae.safetensors"))
     before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
     data = SegmentationDataModule(root=None, train_size=(64, 96), eval_size=(96, 128), batch_size=4)
     trainer = L.Trainer(max_steps=3, limit_val_batches=1, limit_test_batches=2, logger=False,
@@ -71,8 +62,8 @@ def test_the_probe_reports_artifact_scalars_at_three_depths_and_the_cosine_to_a_
     vit_kwargs = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 4, "num_heads": 2, "num_classes": 10}
     teacher = TimmViT(timm_kwargs=vit_kwargs)
     student = RegisterViT.from_vit(teacher, num_registers=2)
-    module = LinearProbe(backbone=saved(student, tmp_path / "s.safetensors"),
-                         reference=saved(teacher, tmp_path / "t.safetensors"))  # fmt: skip
+    module = LinearProbe(backbone=saved_weights(student, tmp_path / "s.safetensors"),
+                         reference=saved_weights(teacher, tmp_path / "t.safetensors"))  # fmt: skip
     data = SegmentationDataModule(root=None, train_size=(32, 48), eval_size=(32, 48), batch_size=8)
     trainer = L.Trainer(max_steps=2, limit_val_batches=1, limit_test_batches=2, logger=False,
                         enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
@@ -86,7 +77,7 @@ def test_the_probe_reports_artifact_scalars_at_three_depths_and_the_cosine_to_a_
 
 
 def test_with_unaugmented_data_each_image_goes_through_the_backbone_once(tmp_path):
-    module = LinearProbe(backbone=saved(tiny_mae(), tmp_path / "mae.safetensors"))
+    module = LinearProbe(backbone=saved_weights(tiny_mae(), tmp_path / "mae.safetensors"))
     calls = []
     dense = module.backbone.dense_features
     module.backbone.dense_features = lambda x: (calls.append(len(x)), dense(x))[1]
@@ -99,7 +90,7 @@ def test_with_unaugmented_data_each_image_goes_through_the_backbone_once(tmp_pat
 
 
 def test_a_probe_for_other_classes_than_the_data_has_stops_naming_both(tmp_path):
-    module = LinearProbe(backbone=saved(tiny_mae(), tmp_path / "mae.safetensors"), num_classes=5)
+    module = LinearProbe(backbone=saved_weights(tiny_mae(), tmp_path / "mae.safetensors"), num_classes=5)
     data = SegmentationDataModule(root=None, train_size=(32, 48), eval_size=(32, 48), batch_size=8)
     trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     with pytest.raises(ValueError, match=r"the data has num_classes=11, the model 5.*--model.init_args.num_classes=11"):

@@ -2,12 +2,10 @@
 distillation token without a position, the specific-stage loss and starting from a pre-trained encoder; the
 specific stage for segmentation (channel-wise distillation of the teacher segmenter's logits)."""
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
+from conftest import saved_weights
 
 from modules.core import Teacher
 from modules.g2sd import (
@@ -21,7 +19,7 @@ from modules.g2sd import (
     load_encoder,
 )
 from modules.nets import MaskedAutoencoder, TimmViT
-from zoo import specs, store
+from zoo import specs
 
 VIT = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 3}
 
@@ -94,16 +92,14 @@ def test_specific_stage_loss_is_half_label_ce_and_half_teacher_argmax_ce():
 
 def test_fine_tuning_starts_from_a_pretrained_encoder_with_fresh_heads(tmp_path):
     mae = tiny_mae()
-    path = tmp_path / "mae.safetensors"
-    tensors = {k: v.contiguous() for k, v in mae.state_dict().items()}
-    path.write_bytes(save(tensors, metadata={store.SPEC_KEY: json.dumps(specs.module_spec(mae), sort_keys=True)}))
+    path = saved_weights(mae, tmp_path / "mae.safetensors")
     student = DistilledViT({"timm_kwargs": VIT})
-    fresh = load_encoder(student, str(path))
+    fresh = load_encoder(student, path)
     assert set(fresh) == {"head.weight", "head.bias"}
     assert torch.equal(student.backbone.vit.blocks[0].attn.qkv.weight, mae.encoder.vit.blocks[0].attn.qkv.weight)
     wide = DistilledViT({"timm_kwargs": VIT | {"embed_dim": 48}})
     with pytest.raises(ValueError, match="does not fit the student ViT"):
-        load_encoder(wide, str(path))
+        load_encoder(wide, path)
 
 
 def test_fine_tuning_on_a_folder_with_other_classes_replaces_the_head_and_says_so(tmp_path, caplog):
@@ -190,10 +186,8 @@ def test_the_dense_specific_stage_distils_the_teacher_logits_channel_wise_beside
     teacher on another grid resized to the student's; the encoder starts from an MAE; class counts must pair."""
     student, teacher = segmenter(), segmenter(dim=48, patch=8, seed=1)
     mae = tiny_mae()
-    path = tmp_path / "mae.safetensors"
-    tensors = {k: v.contiguous() for k, v in mae.state_dict().items()}
-    path.write_bytes(save(tensors, metadata={store.SPEC_KEY: json.dumps(specs.module_spec(mae), sort_keys=True)}))
-    module = SegmentSpecificDistill(student=student, teacher=Teacher(teacher), init_encoder=str(path), ignore_index=3)
+    path = saved_weights(mae, tmp_path / "mae.safetensors")
+    module = SegmentSpecificDistill(student=student, teacher=Teacher(teacher), init_encoder=path, ignore_index=3)
     assert torch.equal(module.student.backbone.vit.blocks[1].mlp.fc2.weight, mae.encoder.vit.blocks[1].mlp.fc2.weight)
     images, mask = torch.rand(2, 3, 16, 24), torch.randint(0, 4, (2, 16, 24))  # 3 = ignored
     terms = module.distill_loss({"image": images, "mask": mask})
