@@ -19,8 +19,9 @@ vision.md`` section 4), and the card repeats it:
 - Pixel-wise BSD (the rule CTRCL uses: transfer only where the source is right): at a labelled pixel where one
   student's argmax is right and the other's is wrong, the wrong one takes T^2 KL(source^T || own^T); pixels where
   both are right or both wrong transfer nothing; the sum is divided by the number of selected pixels (both
-  directions together). ``logits="all"`` is deep mutual learning instead (Zhang et al. 2018): KL both ways at
-  every labelled pixel.
+  directions together; ``pixel_normaliser="labelled"`` divides by the labelled pixels instead, so a selected
+  pixel weighs what it weighs in the cross-entropy and in DML). ``logits="all"`` is deep mutual learning
+  instead (Zhang et al. 2018): KL both ways at every labelled pixel.
 - The two students update simultaneously from one forward pass (each step reads the other's outputs of the same
   batch, detached), each with its own optimiser (``cnn_optimizer``, ``vit_optimizer``; C2VKD's recipe
   gives SGD to the CNN and AdamW to the ViT).
@@ -255,6 +256,7 @@ class CollaborativeSeg(DistillModule):
         region_dim: int = 64,
         region_grid: int = 4,
         temperature: float = 1.0,
+        pixel_normaliser: Literal["selected", "labelled"] = "selected",
         loss_weights: dict[str, float] | None = None,
         cnn_optimizer: OptimizerCallable = torch.optim.AdamW,
         vit_optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -262,6 +264,8 @@ class CollaborativeSeg(DistillModule):
     ) -> None:
         if logits not in LOGIT_TRANSFER:
             raise ValueError(f"logits must be one of {LOGIT_TRANSFER}, got {logits!r}")
+        if pixel_normaliser not in ("selected", "labelled"):
+            raise ValueError(f"pixel_normaliser must be 'selected' or 'labelled', got {pixel_normaliser!r}")
         if region_grid < 1 or temperature <= 0:
             raise ValueError(f"need region_grid >= 1 and temperature > 0, got {region_grid}, {temperature}")
         cnn, vit = _student("cnn", cnn, num_classes), _student("vit", vit, num_classes)
@@ -279,7 +283,7 @@ class CollaborativeSeg(DistillModule):
         )
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.hfd, self.region, self.logit_transfer = hfd, region, logits
-        self.region_grid, self.temperature = region_grid, temperature
+        self.region_grid, self.temperature, self.pixel_normaliser = region_grid, temperature, pixel_normaliser
         for part, net in (("cnn", cnn), ("vit", vit)):
             if hfd:
                 self.projectors[f"hfd_{part}"] = _projector(net.low_dim, hfd_dim)
@@ -323,7 +327,8 @@ class CollaborativeSeg(DistillModule):
         if self.logit_transfer == "selective":
             c, v = out["cnn"]["right"], out["vit"]["right"]
             out["cnn"]["taught"], out["vit"]["taught"] = v & ~c, c & ~v  # pixels where the other is the right one
-            out["selected"] = (c ^ v).sum().clamp(min=1)
+            counted = c ^ v if self.pixel_normaliser == "selected" else valid  # the loss's denominator
+            out["selected"] = counted.sum().clamp(min=1)
         return out
 
     def _select_regions(self, out: dict[str, Any]) -> None:

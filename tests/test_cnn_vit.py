@@ -95,6 +95,9 @@ def test_pixel_wise_bsd_flows_only_from_the_right_student_to_the_wrong_one():
     assert set(terms) == {"seg", "logits"}
     assert torch.isclose(terms["logits"], kl_cnn[0, 1, 0] / 2)
     assert kl_cnn[0, 0, 0] == 0 and kl_cnn[0, 1, 1] > 0  # agreeing pixel, ignored pixel: neither counted
+    per_labelled = module(m.student["cnn"], m.student["vit"], hfd=False, region=False, pixel_normaliser="labelled")
+    assert torch.isclose(per_labelled.step_loss("cnn", batch, per_labelled.shared_forward(batch))["logits"],
+                         kl_cnn[0, 1, 0] / 3)  # 3 labelled pixels  # fmt: skip
 
 
 def test_dml_transfers_at_every_labelled_pixel_and_independent_training_has_only_the_segmentation_loss():
