@@ -3,10 +3,13 @@ the labels, and, for one frame, the selection masks of the full method: which pi
 from the CNN to the ViT (the CNN right, the ViT wrong) and back, and which student teaches each region.
 
     python scripts/plot_cnn_vit.py [--entry collab-deeplabv3p-camvid] [--keep runs/publish/ENTRY] [--frames 0 39]
+                                   [--noisy]
 
 The students are the arms' seed-0 checkpoints in ``--keep`` (``zoo evidence --keep`` / ``zoo publish`` keep them
-there); arms without one are left out. The selection frame is cropped to the nearest size the region grid
-divides at stride 4. Writes docs/figures/<entry>-predictions.png and -selection.png.
+there; one lost with the machine is refitted and checked against its recorded run, ``publish.arm_checkpoint``).
+The selection frame is cropped to the nearest size the region grid divides at stride 4. Writes
+docs/figures/<entry>-predictions.png (the clean-label arms) and -selection.png, or with ``--noisy``
+-predictions-noisy.png (the noisy-label arms).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
 from datamodules.images.camvid import camvid_rgb  # noqa: E402
 from modules.cnn_vit import PARTS, CollaborativeSeg  # noqa: E402
-from zoo import evidence, export, registry  # noqa: E402
+from zoo import export, publish, registry  # noqa: E402
 
 FLOW_COLOURS = {  # pixel-wise selection classes -> RGB
     "CNN -> ViT (CNN right, ViT wrong)": (0.95, 0.55, 0.1),
@@ -58,13 +61,12 @@ def main() -> None:
     parser.add_argument("--entry", default="collab-deeplabv3p-camvid")
     parser.add_argument("--keep", type=Path, help="the kept seed-0 checkpoints (default runs/publish/ENTRY)")
     parser.add_argument("--frames", type=int, nargs="+", default=[0, 39], help="indices into the test split")
+    parser.add_argument("--noisy", action="store_true", help="show the noisy-label arms instead of the clean ones")
     args = parser.parse_args()
     spec = registry.get(args.entry, pending=True).meta.evidence
-    keep = args.keep or ROOT / "runs" / "publish" / args.entry
-    kept = [(arm, evidence.kept_checkpoint(keep, arm)) for arm in spec.arms]
-    kept = [(arm, path) for arm, path in kept if path.is_file()]
-    if not kept:
-        raise SystemExit(f"no kept arm checkpoints in {keep}: run zoo evidence {args.entry} --keep {keep} first")
+    keep = args.keep or publish.keep_dir(args.entry)
+    shown = [arm for arm in spec.arms if arm.arm.startswith("noisy labels") == args.noisy]
+    kept = [(arm, publish.arm_checkpoint(args.entry, arm.arm, cli.evidence_fit, keep)) for arm in shown]
     data = cli.lightning_main([*(f"--config={c}" for c in spec.arms[0].config)], run=False).datamodule
     data.setup("test")
     test = data.dataset("test")
@@ -92,17 +94,17 @@ def main() -> None:
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{args.entry}: seed-0 students of each arm on CamVid test frames", fontsize=9)
+    labels = "noisy-label" if args.noisy else "clean-label"
+    fig.suptitle(f"{args.entry}: seed-0 students of each {labels} arm on CamVid test frames", fontsize=9)
     fig.tight_layout()
     figures = ROOT / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    out = figures / f"{args.entry}-predictions.png"
+    out = figures / f"{args.entry}-predictions{'-noisy' if args.noisy else ''}.png"
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
 
     full = next((arm for arm, _ in kept if arm.role == "distilled"), None)
-    if full is None:
-        print("the full method's checkpoint is not kept: skipping the selection figure")
+    if full is None:  # the noisy figure
         return
     full_path = next(path for arm, path in kept if arm is full)
     grid = int(export.read_checkpoint(full_path)["hyper_parameters"].get("region_grid", 4))
