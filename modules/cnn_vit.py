@@ -232,9 +232,9 @@ class CollaborativeSeg(DistillModule):
     independently in one run. Logged beside them: ``train/flow/<cnn_to_vit|vit_to_cnn>``, the share of
     labelled pixels (pixel-wise) and of regions (``train/flow/region_...``) taught in each direction.
 
-    ``cnn`` and ``vit`` are networks or weights sources (``zoo:NAME``, a ``.safetensors`` path), which is how
-    recipes/cnn_vit/finetune.yaml continues from the published pair on other data (a head for another number of
-    classes is replaced).
+    ``cnn`` and ``vit`` are networks or weights sources (``zoo:NAME``, a ``.safetensors`` path), which is how a
+    fine-tuning run continues from a published pair on other data (a head for another number of classes is
+    replaced).
 
     Metrics per student at val and test: ``cnn_miou``, ``vit_miou`` (mean IoU over the classes, the ignore index
     excluded) and ``cnn_acc``, ``vit_acc`` (pixel accuracy); ``mean_miou`` of the two selects the checkpoint.
