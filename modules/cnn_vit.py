@@ -50,6 +50,7 @@ from zoo.specs import exportable, module_spec
 
 PARTS = ("cnn", "vit")
 LOGIT_TRANSFER = ("none", "all", "selective")
+PIXEL_NORMALISERS = ("selected", "labelled")
 
 
 class SegParts(NamedTuple):
@@ -264,8 +265,8 @@ class CollaborativeSeg(DistillModule):
     ) -> None:
         if logits not in LOGIT_TRANSFER:
             raise ValueError(f"logits must be one of {LOGIT_TRANSFER}, got {logits!r}")
-        if pixel_normaliser not in ("selected", "labelled"):
-            raise ValueError(f"pixel_normaliser must be 'selected' or 'labelled', got {pixel_normaliser!r}")
+        if pixel_normaliser not in PIXEL_NORMALISERS:
+            raise ValueError(f"pixel_normaliser must be one of {PIXEL_NORMALISERS}, got {pixel_normaliser!r}")
         if region_grid < 1 or temperature <= 0:
             raise ValueError(f"need region_grid >= 1 and temperature > 0, got {region_grid}, {temperature}")
         cnn, vit = _student("cnn", cnn, num_classes), _student("vit", vit, num_classes)

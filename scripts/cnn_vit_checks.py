@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import cli  # noqa: E402
 from modules.cnn_vit import PARTS  # noqa: E402
-from zoo import evidence, export, registry, schema  # noqa: E402
+from zoo import evidence, export, publish, registry, schema  # noqa: E402
 
 
 def hfd_agreement(module: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
@@ -55,6 +55,15 @@ def built_arm(arm: schema.Arm) -> cli.DistillCLI:
     return cli.lightning_main([*(f"--config={c}" for c in arm.config), *arm.args], run=False)
 
 
+def kept(arms: list[schema.Arm], keep: Path) -> list[tuple[schema.Arm, Path]]:
+    """The arms whose seed-0 checkpoint is kept, with its path; the others are listed as missing."""
+    found = [(arm, evidence.kept_checkpoint(keep, arm)) for arm in arms]
+    for arm, path in found:
+        if not path.is_file():
+            print(f"{arm.arm[:58]:58s} missing {path}")
+    return [(arm, path) for arm, path in found if path.is_file()]
+
+
 def load_trained(module: torch.nn.Module, path: Path) -> None:
     missing, _ = module.load_state_dict(export.read_checkpoint(path)["state_dict"], strict=False)
     if any(k.startswith(("student.", "projectors.")) for k in missing):
@@ -63,10 +72,7 @@ def load_trained(module: torch.nn.Module, path: Path) -> None:
 
 def check_hfd(arms: list[schema.Arm], keep: Path, frames: int) -> None:
     print(f"{'arm':45s} {'':9s} {'var CNN':>8s} {'var ViT':>8s} {'cosine':>7s} {'MSE':>7s}")
-    for arm in arms:
-        path = evidence.kept_checkpoint(keep, arm)
-        if "--model.init_args.hfd=false" in arm.args or not path.is_file():
-            continue
+    for arm, path in kept([a for a in arms if "--model.init_args.hfd=false" not in a.args], keep):
         built = built_arm(arm)
         images = torch.stack([built.datamodule.dataset("test")[i]["image"] for i in range(frames)])
         rows = {"untrained": hfd_agreement(built.model, images)}
@@ -99,11 +105,7 @@ def check_fit(arms: list[schema.Arm], keep: Path) -> None:
     """Train and test mIoU per student, all arms on the clean training frames of the first arm's data."""
     data = None
     print(f"{'arm':58s} {'student':7s} {'train':>6s} {'test':>6s} {'gap':>6s} {'late rise':>9s}")
-    for arm in arms:
-        path = evidence.kept_checkpoint(keep, arm)
-        if not path.is_file():
-            print(f"{arm.arm[:58]:58s} missing {path}")
-            continue
+    for arm, path in kept(arms, keep):
         built = built_arm(arm)
         data = data or built.datamodule  # the clean labels: every arm is scored on the same frames
         load_trained(built.model, path)
@@ -125,7 +127,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8, help="hfd: the first N CamVid test frames")
     args = parser.parse_args()
     arms = registry.get(args.entry, pending=True).meta.evidence.arms
-    keep = args.keep or ROOT / "runs" / "publish" / args.entry
+    keep = args.keep or publish.keep_dir(args.entry)
     if "hfd" in args.checks:
         check_hfd(arms, keep, args.frames)
     if "fit" in args.checks:

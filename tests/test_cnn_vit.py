@@ -225,7 +225,7 @@ def test_data_with_other_classes_stops_the_fit_naming_the_flag(tmp_path):
 
 
 def test_students_given_as_weights_start_from_them_and_a_head_for_other_classes_is_replaced(tmp_path):
-    """How recipes/cnn_vit/finetune.yaml continues from the published pair: each student from its weights file,
+    """How a fine-tuning run continues from a published pair: each student from its weights file,
     every tensor as exported; with other classes only the classifier is new (and its spec says so)."""
     paths = {}
     for part, net in (("cnn", tiny_cnn()), ("vit", tiny_vit())):
