@@ -9,7 +9,8 @@ The students are the arms' seed-0 checkpoints in ``--keep`` (``zoo evidence --ke
 there; one lost with the machine is refitted and checked against its recorded run, ``publish.arm_checkpoint``).
 The selection frame is cropped to the nearest size the region grid divides at stride 4. Writes
 docs/figures/<entry>-predictions.png (the clean-label arms) and -selection.png, or with ``--noisy``
--predictions-noisy.png (the noisy-label arms).
+-predictions-noisy.png (the noisy-label arms); the ``diagnostic:`` arms are not drawn (each is a refit when its
+checkpoint was lost, and the tables say what they show).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     spec = registry.get(args.entry, pending=True).meta.evidence
     keep = args.keep or publish.keep_dir(args.entry)
-    shown = [arm for arm in spec.arms if arm.arm.startswith("noisy labels") == args.noisy]
+    # the issue's arms and the published one; the one-seed diagnostics are left to the tables
+    shown = [a for a in spec.arms if a.arm.startswith("noisy labels") == args.noisy and not a.arm.startswith("diag")]
     kept = [(arm, publish.arm_checkpoint(args.entry, arm.arm, cli.evidence_fit, keep)) for arm in shown]
     data = cli.lightning_main([*(f"--config={c}" for c in spec.arms[0].config)], run=False).datamodule
     data.setup("test")

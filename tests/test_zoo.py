@@ -604,6 +604,27 @@ def test_cards_show_the_paired_difference_beside_the_unpaired_rows(scratch_zoo):
         registry.write_entry(raw, registry.entries_dir())
 
 
+def test_a_diagnostic_arm_runs_its_own_fewer_seeds_and_a_role_arm_cannot(scratch_zoo):
+    """An arm with ``seeds: 1`` (a one-seed diagnostic) is fitted once when the evidence runs three seeds, shows
+    n = 1 on the card, and does not hold a floor gate pending; an arm the comparison stands on (one with a
+    role) may not run fewer seeds."""
+    from zoo import evidence
+
+    gates = [{"name": "accuracy floor", "kind": "floor", "metric": "test/acc", "value": 0.4}]
+    raw = two_arm_entry(gates=gates)
+    raw["evidence"]["arms"].append({"arm": "probe", "config": ["recipes/graph_mlp/tiny.yaml"], "seeds": 1})
+    registry.write_entry(raw, registry.entries_dir())
+    FAKE_CALLS.clear()
+    results = evidence.run("gcn-csbm", seeds=3, fit=fake_fit)
+    assert [c for c in FAKE_CALLS if c[0] == "probe"] == [("probe", 0)] and len(FAKE_CALLS) == 7
+    assert {r["arm"]: r["n"] for r in results["rows"]} == {"baseline": 3, "distilled": 3, "probe": 1}
+    assert results["gates"][0]["status"] == "pass"
+    assert "| probe | 53.00 ± 0.00 | 1 |" in cards.render_entry(registry.get("gcn-csbm").meta)
+    raw["evidence"]["arms"][1]["seeds"] = 1
+    with pytest.raises(ValueError, match="'distilled' has seeds 1: fewer seeds .* not one with a role"):
+        registry.write_entry(raw, registry.entries_dir())
+
+
 def publishing_zoo(scratch_zoo, toy_ckpt, plan: dict, evidence: dict | None = None) -> dict:
     """A scratch entry exported from the toy checkpoint, with a publish block (and evidence) added."""
     ckpt, _ = toy_ckpt

@@ -222,6 +222,11 @@ def _arm_for(spec: schema.Evidence, gate: schema.Gate, key: str) -> str | None:
     return spec.with_role(role)
 
 
+def arm_seeds(arm: schema.Arm | None, seeds: int) -> int:
+    """How many seeds ``arm`` runs when the evidence runs ``seeds``: fewer where the arm says so (a diagnostic)."""
+    return seeds if arm is None or arm.seeds is None else min(seeds, arm.seeds)
+
+
 def check_gates(spec: schema.Evidence, rows: list[dict], seeds: int) -> list[dict[str, Any]]:
     """Evaluate the metafile's sanity gates on the rows: ``floor`` (every arm's mean of ``metric`` is at
     least ``value``), ``compare`` (arm ``arm`` beats arm ``than`` on ``metric`` by ``margin``, ``better``
@@ -247,7 +252,7 @@ def check_gates(spec: schema.Evidence, rows: list[dict], seeds: int) -> list[dic
         else:  # beats_input; the schema allows no other kind
             involved = [_arm_for(spec, gate, "arm")]
         waived = {a: arms[a].waive[name] for a in involved if a in arms and name in arms[a].waive}
-        if any(a not in by_arm or by_arm[a]["n"] < seeds for a in involved if a not in waived):
+        if any(a not in by_arm or by_arm[a]["n"] < arm_seeds(arms.get(a), seeds) for a in involved if a not in waived):
             outcomes.append({"gate": name, "status": "pending", "detail": "not every arm has run yet"})
             continue
         if gate.kind == "floor":
@@ -325,7 +330,12 @@ def run(
         for arm in arms:
             recorded.pop(arm.arm, None)
     done = {(arm, r["seed"]) for arm, rs in recorded.items() for r in rs}
-    todo = [(arm, seed) for arm in arms for seed in range(seeds) if (arm.arm, seed) not in done and not arm.runs_from]
+    todo = [
+        (arm, seed)
+        for arm in arms
+        for seed in range(arm_seeds(arm, seeds))
+        if (arm.arm, seed) not in done and not arm.runs_from
+    ]
     if rows_only:
         todo = []
     if done and todo:

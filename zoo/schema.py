@@ -129,6 +129,7 @@ class Arm:
     metric: str | None = None  # another headline for this arm (a dense probe's test/miou): its own table
     scale: float | None = None  # that metric's scale (default the evidence's)
     paired_against: str | None = None  # the arm its paired difference is taken against (default the baseline)
+    seeds: int | None = None  # fewer seeds than the evidence's: a one-seed diagnostic (the card's n column shows it)
 
 
 @dataclass(frozen=True)
@@ -486,6 +487,11 @@ def parse(raw: Any, pending: bool = False) -> Metafile:
                 raise SchemaError(
                     f"evidence.arms: {arm.arm!r} is paired against {arm.paired_against!r}, not another arm of "
                     f"{sorted(arms)}"
+                )
+            if arm.seeds is not None and (arm.seeds < 1 or arm.role is not None):
+                raise SchemaError(
+                    f"evidence.arms: {arm.arm!r} has seeds {arm.seeds}: fewer seeds (at least 1) are for a "
+                    "diagnostic arm, not one with a role (the comparison the card stands on runs every seed)"
                 )
     plan = meta.publish
     if plan is not None:
