@@ -3,14 +3,14 @@ the labels, and, for one frame, the selection masks of the full method: which pi
 from the CNN to the ViT (the CNN right, the ViT wrong) and back, and which student teaches each region.
 
     python scripts/plot_cnn_vit.py [--entry collab-deeplabv3p-camvid] [--keep runs/publish/ENTRY] [--frames 0 39]
-                                   [--noisy]
+                                   [--noisy] [--arms NAME ...]
 
 The students are the arms' seed-0 checkpoints in ``--keep`` (``zoo evidence --keep`` / ``zoo publish`` keep them
 there; one lost with the machine is refitted and checked against its recorded run, ``publish.arm_checkpoint``).
 The selection frame is cropped to the nearest size the region grid divides at stride 4. Writes
 docs/figures/<entry>-predictions.png (the clean-label arms) and -selection.png, or with ``--noisy``
--predictions-noisy.png (the noisy-label arms); the ``diagnostic:`` arms are not drawn (each is a refit when its
-checkpoint was lost, and the tables say what they show).
+-predictions-noisy.png (the noisy-label arms); the ``diagnostic:`` arms are not drawn. ``--arms`` draws only the
+named ones (each arm whose checkpoint was lost is a refit, so a publish draws few).
 """
 
 from __future__ import annotations
@@ -63,11 +63,14 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="the kept seed-0 checkpoints (default runs/publish/ENTRY)")
     parser.add_argument("--frames", type=int, nargs="+", default=[0, 39], help="indices into the test split")
     parser.add_argument("--noisy", action="store_true", help="show the noisy-label arms instead of the clean ones")
+    parser.add_argument("--arms", nargs="+", help="the arms drawn, in order (default: all but the diagnostics)")
     args = parser.parse_args()
     spec = registry.get(args.entry, pending=True).meta.evidence
     keep = args.keep or publish.keep_dir(args.entry)
-    # the issue's arms and the published one; the one-seed diagnostics are left to the tables
-    shown = [a for a in spec.arms if a.arm.startswith("noisy labels") == args.noisy and not a.arm.startswith("diag")]
+    if args.arms:
+        shown = [spec.arm(name) for name in args.arms]  # an unknown name fails naming the arms there are
+    else:  # the issue's arms and the published one; the one-seed diagnostics are left to the tables
+        shown = [a for a in spec.arms if a.arm.startswith("noisy") == args.noisy and not a.arm.startswith("diag")]
     kept = [(arm, publish.arm_checkpoint(args.entry, arm.arm, cli.evidence_fit, keep)) for arm in shown]
     data = cli.lightning_main([*(f"--config={c}" for c in spec.arms[0].config)], run=False).datamodule
     data.setup("test")
@@ -96,8 +99,7 @@ def main() -> None:
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    labels = "noisy-label" if args.noisy else "clean-label"
-    fig.suptitle(f"{args.entry}: seed-0 students of each {labels} arm on CamVid test frames", fontsize=9)
+    fig.suptitle(f"{args.entry}: seed-0 students per arm on CamVid test frames", fontsize=9)
     fig.tight_layout()
     figures = ROOT / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
