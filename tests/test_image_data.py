@@ -284,6 +284,28 @@ def test_written_scenes_read_back_as_generated(tmp_path):
     assert torch.equal(batch["image"], torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
 
 
+def test_decoded_frames_and_their_label_noise_are_read_once_and_handed_back_unchanged(tmp_path, monkeypatch):
+    """The second pass over a split decodes no file and gives the very items of the first (and of no cache:
+    cache_mb=0), the labels int64 as read; with cache_mb=0 every pass decodes again."""
+    import datamodules.images.segmentation as seg
+
+    root = write_scenes_folder(tmp_path / "scenes", sizes={"train": 3, "val": 1, "test": 1})
+    reads = []
+    real = seg.read_image
+    monkeypatch.setattr(seg, "read_image", lambda path: reads.append(path) or real(path))
+    uncached = SegmentationDataModule(str(root), label_noise=0.2, cache_mb=0).dataset("train", augment=False)
+    expected = [uncached[i] for i in range(3)]
+    for budget, decodes in ((1024, 3), (0, 6)):
+        reads.clear()
+        items = SegmentationDataModule(str(root), label_noise=0.2, cache_mb=budget).dataset("train", augment=False)
+        for _ in range(2):
+            for i in range(3):
+                item = items[i]
+                assert item["mask"].dtype == torch.int64 and torch.equal(item["mask"], expected[i]["mask"])
+                assert torch.equal(item["image"], expected[i]["image"])
+        assert len(reads) == decodes, budget
+
+
 def test_bad_segmentation_folders_raise_naming_the_files(tmp_path):
     root = make_seg_folder(tmp_path / "seg", {"train": 2, "val": 1, "test": 1})
     label = root / "trainannot" / "001.png"

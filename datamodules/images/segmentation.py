@@ -180,6 +180,29 @@ class _NoisyLabels:
         return image, corrupt_blobs(mask, self.share, self.num_classes, self.ignore_index, self.seed * 100_003 + j)
 
 
+class _Cached:
+    """``source(j)`` memoised up to ``budget`` bytes: a deterministic source (decoded files, their fixed label noise)
+    is computed once per process instead of once per epoch. Labels are held as uint8 where their values fit and
+    handed back as the int64 they were read as; images are handed back as held (the transforms never write into
+    their input)."""
+
+    def __init__(self, source: Callable[[int], tuple[Tensor, Tensor]], budget: int) -> None:
+        self.source, self.budget, self.used = source, budget, 0
+        self.held: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def __call__(self, j: int) -> tuple[Tensor, Tensor]:
+        if j in self.held:
+            image, mask = self.held[j]
+            return image, mask.long()
+        image, mask = self.source(j)
+        fits = mask.numel() > 0 and int(mask.min()) >= 0 and int(mask.max()) < 256
+        small = mask.to(torch.uint8) if fits else mask
+        size = image.numel() * image.element_size() + small.numel() * small.element_size()
+        if self.used + size <= self.budget:
+            self.held[j], self.used = (image, small), self.used + size
+        return image, mask
+
+
 class _ArrayPairs:
     """``source(j)`` -> (uint8 [3, H, W], int64 [H, W]) from arrays held in memory (the generated scenes)."""
 
@@ -263,7 +286,8 @@ class SegmentationDataModule(BaseDataModule):
     random horizontal flip, as in DeepLab and mmsegmentation; ``"none"`` only resizes. ``label_noise`` > 0
     corrupts that share of every training image's labelled pixels in random blobs (:func:`corrupt_blobs`, fixed
     by ``noise_seed`` and the image), to test methods that should be robust to wrong labels; val and test
-    labels are never touched. Images are always resized bilinearly
+    labels are never touched. Decoded frames (with their label noise) are kept in memory, up to ``cache_mb`` MiB
+    per split (0: decode every time), so an epoch after the first reads no file. Images are always resized bilinearly
     (antialiased) and labels by nearest neighbour, so no label value is ever invented. Val, test and predict
     batches are resized to ``eval_size`` (``None``: full resolution, where CamVid is scored) and never augmented.
     Batches: ``{"image": float32 [B, 3, H, W] in [0, 1], "mask": int64 [B, H, W], "index": int64 [B]}``, ``index``
@@ -285,6 +309,7 @@ class SegmentationDataModule(BaseDataModule):
         class_names: list[str] | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
+        cache_mb: int = 1024,
     ) -> None:
         if train_transform not in TRAIN_TRANSFORMS:
             raise ValueError(f"train_transform must be one of {TRAIN_TRANSFORMS}, got {train_transform!r}")
@@ -305,6 +330,7 @@ class SegmentationDataModule(BaseDataModule):
         self.train_size, self.eval_size = _check_size("train_size", train_size), _check_size("eval_size", eval_size)
         self.crop_size = _check_size("crop_size", crop_size)
         self.label_noise, self.noise_seed = float(label_noise), int(noise_seed)
+        self.cache_mb = int(cache_mb)
         self.train_transform, self.scale_range = train_transform, (float(scale_range[0]), float(scale_range[1]))
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.classes = list(class_names or CAMVID_CLASSES)
@@ -385,6 +411,8 @@ class SegmentationDataModule(BaseDataModule):
         source, ids = self._splits[split]
         if split == "train" and self.label_noise:
             source = _NoisyLabels(source, self.label_noise, self.num_classes, self.ignore_index, self.noise_seed)
+        if isinstance(source, _FilePairs | _NoisyLabels) and self.cache_mb > 0:
+            source = _Cached(source, self.cache_mb * 2**20)
         augment = split == "train" if augment is None else augment
         if not augment:
             transform: Callable = _Resize(self.eval_size)
