@@ -925,6 +925,9 @@ def test_an_arm_shared_from_another_entry_shows_its_runs_and_is_never_refitted(s
     STAGE_CALLS.clear()
     rows = evidence.run("toy-user", seeds=2, fit=staged_fit)["rows"]
     assert STAGE_CALLS == [] and rows[0]["arm"] == "scratch" and rows[0]["n"] == 2
+    mine, theirs = registry.get("toy-user", pending=True).meta.results, registry.get("toy-owner", pending=True)
+    assert (mine.command, mine.hardware) == (theirs.meta.results.command, theirs.meta.results.hardware)
+    assert mine.command.startswith("python cli.py zoo evidence toy-owner")  # the runs were fitted there
     other["evidence"]["arms"][0]["args"] = ["--trainer.max_epochs=9"]
     registry.write_entry(other, registry.pending_dir())
     with pytest.raises(ValueError, match="differs from the arm of the same name in 'toy-owner'"):

@@ -406,6 +406,10 @@ def run(
         for arm, seed in second:
             record(arm, seed, _timed(fit, arm, seed, keep))
     if not first and not second:  # nothing fitted: the rows are rebuilt, the recorded command and hardware kept
+        owners = {arm.runs_from for arm in spec.arms}
+        if len(owners) == 1 and None not in owners:  # every run was fitted by the other entry's command, there
+            fitted_by = registry.get(str(owners.pop()), pending=True).meta.results
+            raw.setdefault("results", {}).update(command=fitted_by.command, hardware=fitted_by.hardware)
         _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded, True)
     return raw["results"]
 
