@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 import zoo
 from datamodules.base import DATA_ENV
+from modules.core.callbacks import ResumableRandomState
 from zoo import cards, evidence, export, publish, registry, schema, store
 
 
@@ -58,6 +59,14 @@ class DistillCLI(LightningCLI):
             return  # Lightning's own names for a checkpoint it finds itself
         if "://" not in path:  # a remote checkpoint is Lightning's (fsspec) to open
             export.read_checkpoint(path, mmap=True)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """Lightning's trainer, with :class:`ResumableRandomState` among its callbacks (a recipe's own list
+        keeps it), so every fit resumed from a checkpoint continues the run it was, not another one."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(c, ResumableRandomState) for c in trainer.callbacks):
+            trainer.callbacks.append(ResumableRandomState())
+        return trainer
 
     def after_fit(self) -> None:
         self.test_metrics, self.test_samples, self.best_ckpt = {}, {}, None

@@ -65,6 +65,26 @@ class BaseDataModule(L.LightningDataModule):
     def root(self) -> str | None:
         return resolve_root(self._root)
 
+    def _shuffle_generator(self) -> torch.Generator:
+        """A shuffled loader's generator, seeded by the run's seed, or set to the state a checkpoint holds for
+        the loader built in the same order (a resumed fit builds its loaders in the order the first one did)."""
+        generator = torch.Generator().manual_seed(torch.initial_seed())
+        made = self.__dict__.setdefault("_shuffle_generators", [])
+        resumed = self.__dict__.get("_resumed_generators", [])
+        if len(made) < len(resumed):
+            generator.set_state(resumed[len(made)])
+        made.append(generator)
+        return generator
+
+    def state_dict(self) -> dict[str, Any]:
+        """The states of the shuffled loaders' generators (Lightning keeps them in every checkpoint)."""
+        return {"shuffle_generators": [g.get_state() for g in self.__dict__.get("_shuffle_generators", [])]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take a checkpoint's generator states, for the shuffled loaders this datamodule builds next."""
+        self.__dict__["_resumed_generators"] = list(state_dict.get("shuffle_generators", []))
+        self.__dict__["_shuffle_generators"] = []
+
     @root.setter
     def root(self, value: str | None) -> None:
         self._root = value
@@ -95,7 +115,11 @@ class BaseDataModule(L.LightningDataModule):
                 entries were trained that way, so their evidence stays reproducible).
             loader_class: ``torch.utils.data.DataLoader`` or a subclass (``torch_geometric.loader.DataLoader``).
 
-        Workers are ``self.num_workers``, persistent when there are any.
+        Workers are ``self.num_workers``, persistent when there are any. A ``"run"`` generator advances every
+        epoch; its state is part of the datamodule's checkpoint state (:meth:`state_dict`), so a fit resumed
+        from a checkpoint shuffles its next epochs as the uninterrupted fit would. A ``"global"`` order comes
+        from the global generator, which ``modules.core.callbacks.ResumableRandomState`` restores only when
+        training starts, after a resumed fit has made its first iterator: such a fit does not resume exactly.
         """
         if shuffle_rng not in ("run", "global"):
             raise ValueError(f"shuffle_rng must be 'run' or 'global', got {shuffle_rng!r}")
@@ -108,7 +132,7 @@ class BaseDataModule(L.LightningDataModule):
             "persistent_workers": self.num_workers > 0,
         }
         if shuffle and shuffle_rng == "run":
-            kwargs["generator"] = torch.Generator().manual_seed(torch.initial_seed())
+            kwargs["generator"] = self._shuffle_generator()
         if sampler is not None:
             kwargs["sampler"] = sampler
         if collate_fn is not None:

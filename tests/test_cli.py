@@ -153,3 +153,36 @@ def test_a_bad_value_ends_with_its_root_cause_and_a_zoo_typo_is_named(capsys, mo
     with pytest.raises(SystemExit):
         cli.console_main()
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("did you mean zoo:gcn-cora?")
+
+
+def test_a_fit_resumed_from_its_checkpoint_continues_the_run_it_was(tmp_path):
+    """A fit's checkpoints keep its random state: the global generators (ResumableRandomState, on every CLI
+    trainer) and the shuffled loader's own (the datamodule's state), so three epochs in one go and two epochs
+    then a resume to three give the same weights (shuffles, random crops and flips every epoch). The same
+    resume from a checkpoint without that state, as before, continues as another run."""
+    import torch
+
+    def fit(root: str, epochs: int, *extra: str):
+        return cli.main([
+            "fit", "--config=recipes/cnn_vit/tiny.yaml", "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", f"--trainer.max_epochs={epochs}",
+            f"--trainer.default_root_dir={tmp_path / root}",
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            f"--trainer.callbacks.dirpath={tmp_path / root}", "--trainer.callbacks.filename=last", *extra,
+        ]).model.state_dict()  # fmt: skip
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    whole = fit("whole", 3)
+    fit("cut", 2)
+    cut = tmp_path / "cut" / "last.ckpt"
+    assert same(whole, fit("resumed", 3, f"--ckpt_path={cut}"))
+    state = torch.load(cut, weights_only=True)  # the state is plain tensors and lists
+    assert any("ResumableRandomState" in key for key in state["callbacks"])
+    assert len(state["SegmentationDataModule"]["shuffle_generators"]) == 1
+    state["callbacks"] = {k: v for k, v in state["callbacks"].items() if "ResumableRandomState" not in k}
+    del state["SegmentationDataModule"]
+    torch.save(state, tmp_path / "before.ckpt")
+    assert not same(whole, fit("before", 3, f"--ckpt_path={tmp_path / 'before.ckpt'}"))

@@ -977,3 +977,35 @@ def test_an_arm_can_start_after_another_arm_and_report_its_own_headline(scratch_
     assert "paired" not in rows["probe of B"] and "paired" in rows["B"]
     card = cards.render_entry(registry.get("toy-probed", pending=True).meta)
     assert "### Results: test/acc" in card and "### Results: test/miou" in card
+
+
+def test_a_run_records_its_thread_count_and_a_lost_checkpoint_is_refitted_at_it(scratch_zoo, tmp_path):
+    """A CPU fit is deterministic only at a fixed number of torch threads, so each run records its count and the
+    refit of a lost seed-0 checkpoint (publish, figures) runs at it, then gives the process its own back."""
+    from zoo import evidence, publish
+
+    seen = []
+
+    def fit(arm, seed, keep=None):
+        seen.append(torch.get_num_threads())
+        if keep is not None and seed == 0:
+            keep.mkdir(parents=True, exist_ok=True)
+            evidence.kept_checkpoint(keep, arm).write_text("weights")
+        return {"test/acc": 0.5 + 0.01 * seed}, 0.5
+
+    arm = {"arm": "scratch", "role": "baseline", "config": ["recipes/graph_mlp/tiny.yaml"]}
+    registry.pending_dir().mkdir()
+    raw = {"name": "toy-threads", "method": "toy", "task": "t", "evidence": {"metric": "test/acc", "arms": [arm]}}
+    registry.write_entry(raw, registry.pending_dir())
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        evidence.run("toy-threads", seeds=2, fit=fit)
+        runs = registry.get("toy-threads", pending=True).meta.results.runs["scratch"]
+        assert [r.threads for r in runs] == [1, 1]
+        torch.set_num_threads(2)
+        seen.clear()
+        publish.arm_checkpoint("toy-threads", "scratch", fit, keep=tmp_path / "kept")
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

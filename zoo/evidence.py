@@ -17,16 +17,18 @@ the interval over samples), which seed-to-seed variance shared by the arms canno
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
+import os
 import platform
 import re
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,8 @@ from zoo import registry, schema
 
 # fit(arm, seed, keep) -> (test metrics, validation score of the tested checkpoint[, per-sample test scores])
 Fit = Callable[[schema.Arm, int, Path | None], tuple]
-Outcome = tuple[dict[str, float], float | None, float, dict[str, list[float]]]  # tests, best val, seconds, samples
+# tests, best val, seconds, per-sample scores, the torch threads the fit ran on
+Outcome = tuple[dict[str, float], float | None, float, dict[str, list[float]], int]
 
 # two-sided 95% Student-t quantiles by degrees of freedom (df > 30: the normal 1.96)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -127,10 +130,12 @@ def kept_source(name: str, meta: schema.Meta, source_name: str, seed: int, fit: 
     if checkpoint.is_file():
         return checkpoint
     print(f"[evidence] {checkpoint} is missing: refitting {source.arm!r} at seed {seed}", flush=True)
-    tests = _timed_kept(fit, source, seed, None if staged else keep, checkpoint)[0]
     runs = (meta.results.stage_runs if staged else meta.results.runs).get(source.arm, [])
     mine = fingerprint(source) if staged else arm_fingerprint(spec, source)
-    recorded = next((r.test for r in runs if r.seed == seed and r.fingerprint == mine), {})
+    run = next((r for r in runs if r.seed == seed and r.fingerprint == mine), None)
+    with threads_of(run):
+        tests = _timed_kept(fit, source, seed, None if staged else keep, checkpoint)[0]
+    recorded = run.test if run is not None else {}
     drift = {k: (recorded[k], v) for k, v in tests.items() if k in recorded and abs(recorded[k] - v) > 1e-4}
     if drift:
         checkpoint.unlink()
@@ -165,9 +170,22 @@ def _pick(tests: dict[str, float], metric: str, arm: schema.Arm) -> float:
 
 
 def _timed(fit: Fit, arm: schema.Arm, seed: int, keep: Path | None, **kw: Any) -> Outcome:
-    tic = time.perf_counter()
+    tic, threads = time.perf_counter(), torch.get_num_threads()
     tests, best_val, *samples = fit(arm, seed, keep, **kw)
-    return tests, best_val, time.perf_counter() - tic, samples[0] if samples else {}
+    return tests, best_val, time.perf_counter() - tic, samples[0] if samples else {}, threads
+
+
+@contextlib.contextmanager
+def threads_of(run: schema.Run | None) -> Iterator[None]:
+    """Fit at the number of torch threads a recorded run ran on, where it says (a CPU fit is deterministic
+    only at a fixed thread count: reductions split differently), then go back to this process's own."""
+    before = torch.get_num_threads()
+    if run is not None and run.threads:
+        torch.set_num_threads(run.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def summarise(
@@ -344,11 +362,11 @@ def run(
     default_command = f"python cli.py zoo evidence {name} --seeds {seeds}"
 
     def record(arm: schema.Arm, seed: int, outcome: Outcome) -> None:
-        tests, best_val, seconds, samples = outcome
+        tests, best_val, seconds, samples, threads = outcome
         headline = arm.metric or spec.metric
         print(f"[evidence] {name} | {arm.arm} | seed {seed}: {headline} = {_pick(tests, headline, arm):.4f} "
               f"(val {best_val}, {seconds:.0f} s)", flush=True)  # fmt: skip
-        run_ = {"seed": seed, "fingerprint": prints[arm.arm], "test": tests, "best_val": best_val}
+        run_ = {"seed": seed, "fingerprint": prints[arm.arm], "test": tests, "best_val": best_val, "threads": threads}
         if samples:
             run_["samples"] = {k: [round(float(v), 4) for v in vs] for k, vs in samples.items()}
         runs = [r for r in recorded.get(arm.arm, []) if r["seed"] != seed]  # a refit replaces its run
@@ -356,10 +374,11 @@ def run(
         _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded)
 
     def record_stage(stage: schema.Arm, seed: int, outcome: Outcome) -> None:
-        tests, best_val, seconds, _ = outcome
+        tests, best_val, seconds, _, threads = outcome
         print(f"[evidence] {name} | stage {stage.arm} | seed {seed}: {tests} ({seconds:.0f} s)", flush=True)
         runs = [r for r in stages_recorded.get(stage.arm, []) if r["seed"] != seed]  # a refit replaces its run
         run_ = {"seed": seed, "fingerprint": stage_prints[stage.arm], "test": tests, "best_val": best_val}
+        run_["threads"] = threads
         stages_recorded[stage.arm] = [*runs, run_ | {"seconds": round(seconds, 1)}]
         _write(raw, spec, recorded, seeds, command or default_command, entry.path.parent, stages_recorded)
 
@@ -390,7 +409,9 @@ def run(
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        share = max(1, (os.cpu_count() or 1) // jobs)  # each fit its share of the cores, none oversubscribed
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=torch.set_num_threads, initargs=(share,)) as pool:
             staged = {
                 pool.submit(_timed_kept, fit, f, k, None if f.arm in stage_names else keep, kept(f.arm, k)): (f, k)
                 for f, k in first

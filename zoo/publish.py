@@ -4,7 +4,8 @@ The block names what becomes the entry (:class:`zoo.schema.Publish`): an evidenc
 run first over the seeds (resumable, :mod:`zoo.evidence`) and whose seed-0 checkpoint is exported, or
 one fit at seed 0 for a teacher. A dataset entry publishes the training set of its arm's datamodule (a
 distilled set). Sanity gates that fail stop the publish before anything is exported. A kept checkpoint
-lost with its machine is refitted (CPU fits are deterministic) and its test metrics are compared with the
+lost with its machine is refitted (CPU fits are deterministic at the thread count each run records, and resume
+exactly, their checkpoints keeping the random state) and its test metrics are compared with the
 recorded seed-0 run. The fit and the datamodule builder come from the CLI, so the zoo imports no method.
 Figures and cards are the CLI's next steps (``cli.py zoo publish``).
 """
@@ -25,20 +26,23 @@ def keep_dir(name: str) -> Path:
     return registry.REPO_ROOT / "runs" / "publish" / name
 
 
-def _checkpoint(arm: schema.Arm, fit: evidence.Fit, keep: Path, recorded: dict[str, float] | None) -> Path:
-    """The kept seed-0 checkpoint of ``arm``, refitted when it is missing; a refit whose test metrics differ
-    from the recorded seed-0 run is reported (the published weights must be the run the card describes)."""
+def _checkpoint(arm: schema.Arm, fit: evidence.Fit, keep: Path, recorded: schema.Run | None) -> Path:
+    """The kept seed-0 checkpoint of ``arm``, refitted when it is missing (at the recorded run's thread count);
+    a refit whose test metrics differ from the recorded seed-0 run is reported (the published weights must be
+    the run the card describes)."""
     ckpt = evidence.kept_checkpoint(keep, arm)
     if ckpt.is_file():
         return ckpt
     print(f"[publish] {ckpt} is missing: refitting {arm.arm!r} at seed 0", flush=True)
-    tests = fit(arm, 0, keep)[0]  # (tests, best val[, per-sample scores])
+    with evidence.threads_of(recorded):
+        tests = fit(arm, 0, keep)[0]  # (tests, best val[, per-sample scores])
     if recorded is not None:
-        drift = {k: (recorded[k], v) for k, v in tests.items() if k in recorded and abs(recorded[k] - v) > 1e-4}
+        drift = {k: (recorded.test[k], v) for k, v in tests.items() if abs(recorded.test.get(k, v) - v) > 1e-4}
         if drift:
             raise ValueError(
                 f"the refit of {arm.arm!r} at seed 0 does not reproduce the recorded run ({drift}); rerun its "
-                "evidence with --fresh so that the card describes the published weights"
+                "evidence with --fresh so that the card describes the published weights (a run recorded before "
+                "its thread count was, or resumed before fits kept their random state, may not be reproducible)"
             )
     if not ckpt.is_file():
         raise FileNotFoundError(f"the fit of {arm.arm!r} kept no checkpoint at {ckpt}")
@@ -94,7 +98,7 @@ def arm_checkpoint(name: str, arm_name: str, fit: evidence.Fit, keep: Path | Non
         raise ValueError(f"zoo entry {name!r} has no evidence arms")
     arm, keep = meta.evidence.arm(arm_name), keep or keep_dir(name)
     mine = evidence.arm_fingerprint(meta.evidence, arm)  # a run of the arm as it was before a change is no check
-    seed0 = next((r.test for r in meta.results.runs.get(arm.arm, []) if r.seed == 0 and r.fingerprint == mine), None)
+    seed0 = next((r for r in meta.results.runs.get(arm.arm, []) if r.seed == 0 and r.fingerprint == mine), None)
     if arm.after is not None and not evidence.kept_checkpoint(keep, arm).is_file():
         arm = evidence.with_source(name, meta, arm, 0, fit, keep)  # a lost stage is refitted first
     return _checkpoint(arm, fit, keep, seed0)

@@ -225,6 +225,7 @@ class Run:
     best_val: float | None = None
     seconds: float = 0.0
     samples: dict[str, list[float]] = _many(dict)  # metric -> per test sample, in the test set's order
+    threads: int | None = None  # torch threads of the fit (a CPU refit reproduces it only at the same count)
 
 
 @dataclass(frozen=True)
