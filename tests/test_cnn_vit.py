@@ -240,3 +240,22 @@ def test_students_given_as_weights_start_from_them_and_a_head_for_other_classes_
         assert kept and all(torch.equal(v, saved[k]) for k, v in kept.items())
         assert other.student[part].classifier.out_channels == 5 and other.student[part].init_args["num_classes"] == 5
         assert store.build(module_spec(other.student[part])).num_classes == 5
+
+
+def test_the_finetune_recipe_continues_the_published_pair_on_the_embedded_default(tmp_path):
+    """recipes/cnn_vit/finetune.yaml: both students are the published entries' weights before any step (one
+    run's pair: the CNN of zoo:collab-deeplabv3p-camvid, the ViT of zoo:collab-segformer-camvid), and one
+    collaborative step on the embedded road scenes moves both."""
+    import cli
+    import zoo
+
+    built = cli.lightning_main(["--config=recipes/cnn_vit/finetune.yaml"], run=False)
+    published = {"cnn": zoo.load("collab-deeplabv3p-camvid"), "vit": zoo.load("collab-segformer-camvid")}
+    for part, net in published.items():
+        mine = built.model.student[part].state_dict()
+        assert all(torch.equal(v, mine[k]) for k, v in net.state_dict().items()), part
+    result = cli.main(["fit", "--config=recipes/cnn_vit/finetune.yaml", "--trainer.fast_dev_run=true",
+                       f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
+    assert result.trainer.state.finished
+    for part, net in published.items():
+        assert not torch.equal(result.model.student[part].classifier.weight, net.classifier.weight), part

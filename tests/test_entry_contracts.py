@@ -88,6 +88,28 @@ def dense_cosine_to_tta(name: str, teacher: str) -> float:
     return round(float(torch.cat(cosines).mean()), 4)
 
 
+def camvid_miou(name: str) -> float:
+    """mIoU (x 100, the 11 classes, void ignored) of a segmentation student on the CamVid test frames as the
+    segmentation reader returns them (float RGB in [0, 1], resized to the card's 180 x 240), the logits' shape
+    checked against the card's call ([B, 11, H, W])."""
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    from datamodules.images import SegmentationDataModule
+
+    meta, net = zoo.get(name).meta, zoo.load(name)
+    dm = SegmentationDataModule(root="data:camvid/CamVid", eval_size=(180, 240), batch_size=13)
+    dm.setup("test")
+    miou = MulticlassJaccardIndex(11, average="macro", ignore_index=11)
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            images = batch["image"]
+            meta.input.check(images, f"{name}: the reader's test images")
+            logits = net(images)
+            assert logits.shape == (len(images), 11, *images.shape[-2:]), logits.shape
+            miou.update(logits, batch["mask"])
+    return round(100 * float(miou.compute()), 2)
+
+
 def prompt_teacher_absrel(name: str) -> float:
     """The prompt teacher's pooled AbsRel on the generated test scenes (held-out focal lengths), each prompted with
     1% of its own noisy source, through the module's own test step (the training set is not needed: one scene)."""
@@ -265,6 +287,8 @@ CHECKS: dict[str, tuple[Callable[[], float | None], list]] = {
     "dmae-vit-cifar10": (lambda: image_accuracy("dmae-vit-cifar10"), [needs["cifar10"]]),
     "g2sd-vit-cifar10": (lambda: image_accuracy("g2sd-vit-cifar10"), [needs["cifar10"]]),
     "phreg-vit-camvid": (lambda: dense_cosine_to_tta("phreg-vit-camvid", "zoo:mae-vit-cifar10-ft"), [needs["camvid"]]),
+    "collab-deeplabv3p-camvid": (lambda: camvid_miou("collab-deeplabv3p-camvid"), [needs["camvid"]]),
+    "collab-segformer-camvid": (lambda: camvid_miou("collab-segformer-camvid"), [needs["camvid"]]),
 }
 for _view in ("fou", "fac", "kar", "zer", "mor"):
     CHECKS[f"uniego-uci-teacher-{_view}"] = (lambda v=_view: uci_view_accuracy(f"uniego-uci-teacher-{v}", v), [])

@@ -32,6 +32,11 @@ PINNED: dict[str, tuple[int, list[float]]] = {
     "dmae-vit-cifar10": (20, [0.09022839, 1.521107, 3.277905, -0.2297944, 1.478442, -2.412045, -2.539311]),
     "g2sd-vit-cifar10": (20, [0.07052838, 1.69063, 3.065598, -0.6169076, 0.3734747, -2.522201, -2.166468]),
     "phreg-vit-camvid": (24576, [0.487867, 5.075138, 23.31091, -6.038982, 4.814222, -2.582401, 2.630043]),
+    "collab-deeplabv3p-camvid": (
+        22528,
+        [-0.01721695, 1.484501, 3.430429, -0.06542165, -2.100065, 2.477754, -0.1070041],
+    ),
+    "collab-segformer-camvid": (22528, [-0.6824829, 1.114947, 2.97072, 0.6087312, -0.5964963, 0.9868467, 0.2865726]),
     "metric-prompt-teacher-scenes": (2048, [3.976812, 1.2705, 8.550118, -3.967892, 4.294361, 0.1536715, -1.62133]),
     "ffg2m-cora-gcn-mlp": (280, [-0.3612913, 1.017588, 2.852504, 0.4255054, -0.06399429, 0.3722474, -1.345815]),
     "gcn-cora": (280, [-0.5351265, 1.156206, 3.374917, -0.5840668, -0.513072, 0.2601889, -2.255639]),
@@ -105,7 +110,7 @@ def entry_output(name: str) -> torch.Tensor:
 
             depth = 1 + 9 * torch.rand(2, 32, 32, generator=g)
             return loaded(torch.rand(2, 3, 32, 32, generator=g), sample_prompt(depth, 0.05, g))
-        if cls in ("MaskedAutoencoder", "TimmViT", "DistilledViT", "RegisterViT"):  # images in [0, 1]
+        if cls in ("MaskedAutoencoder", "TimmViT", "DistilledViT", "RegisterViT", "DeepLabV3Plus", "SegFormer"):
             images = torch.rand(2, 3, 32, 32, generator=g)
             if cls == "MaskedAutoencoder":  # every patch predicted under one fixed mask
                 from modules.nets import random_mask
