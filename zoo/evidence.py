@@ -175,6 +175,19 @@ def _timed(fit: Fit, arm: schema.Arm, seed: int, keep: Path | None, **kw: Any) -
     return tests, best_val, time.perf_counter() - tic, samples[0] if samples else {}, threads
 
 
+def _worker_init(threads: int) -> None:
+    """A ``--jobs`` worker: its share of the cores, and (on Linux) killed with the evidence process. A worker
+    that outlived a killed parent would go on writing the checkpoints a resumed grid reads back."""
+    torch.set_num_threads(threads)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(1)
+
+
 @contextlib.contextmanager
 def threads_of(run: schema.Run | None) -> Iterator[None]:
     """Fit at the number of torch threads a recorded run ran on, where it says (a CPU fit is deterministic
@@ -411,7 +424,7 @@ def run(
 
         share = max(1, (os.cpu_count() or 1) // jobs)  # each fit its share of the cores, none oversubscribed
         spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=torch.set_num_threads, initargs=(share,)) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_worker_init, initargs=(share,)) as pool:
             staged = {
                 pool.submit(_timed_kept, fit, f, k, None if f.arm in stage_names else keep, kept(f.arm, k)): (f, k)
                 for f, k in first
