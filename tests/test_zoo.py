@@ -319,6 +319,33 @@ def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo)
     assert len(registry.get("gcn-csbm").meta.results.runs["distilled"]) == 3
 
 
+def test_a_metafile_edited_while_the_grid_runs_keeps_the_edit_and_every_run(scratch_zoo):
+    """A grid holds the metafile it started from for hours; a summary written meanwhile survives its next write,
+    and an edit that no longer loads is saved beside the metafile while the run is still recorded."""
+    import yaml
+
+    from zoo import evidence
+
+    two_arm_entry()
+    path = registry.entries_dir() / "gcn-csbm.yaml"
+
+    def editing_fit(arm, seed, keep=None):
+        if (arm.arm, seed) == ("baseline", 1):  # a user edits the card's prose during the grid
+            raw = yaml.safe_load(path.read_text())
+            raw["summary"] = "written while the grid ran"
+            path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        if (arm.arm, seed) == ("distilled", 1):  # a half-done edit: not YAML
+            path.write_text(path.read_text() + "\nsummary: [unclosed\n")
+        return fake_fit(arm, seed)
+
+    evidence.run("gcn-csbm", seeds=2, fit=editing_fit)
+    raw = yaml.safe_load(path.read_text())
+    assert raw["summary"] == "written while the grid ran"  # the grid's later writes kept the edit
+    assert sorted(len(v) for v in raw["results"]["runs"].values()) == [2, 2]  # and recorded every run
+    edited = path.with_name("gcn-csbm.yaml.edited").read_text()
+    assert edited.endswith("summary: [unclosed\n")  # the broken edit is kept, not lost
+
+
 def test_per_sample_scores_are_recorded_and_pair_arms_sample_by_sample(scratch_zoo):
     """A fit that returns per-sample test scores has them kept with its run; the distilled row then also
     pairs per sample: each sample's difference averaged over the seeds, the interval over samples. Seed

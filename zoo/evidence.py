@@ -36,6 +36,7 @@ import torch
 import yaml
 
 from zoo import registry, schema
+from zoo.files import atomic_write_bytes
 
 # fit(arm, seed, keep) -> (test metrics, validation score of the tested checkpoint[, per-sample test scores])
 Fit = Callable[[schema.Arm, int, Path | None], tuple]
@@ -530,4 +531,32 @@ def _write(
     else:  # gates removed from the metafile: no stale verdict stays on the card
         results.pop("gates", None)
     results.pop("wall_time_s", None)
-    registry.write_entry(raw, directory)
+    _write_keeping_edits(raw, directory)
+
+
+def _write_keeping_edits(raw: dict, directory: Path) -> None:
+    """Write the grid's ``results`` into the metafile as it is on disk now, so prose edited while a grid of many
+    hours ran (a card's findings) is kept. An edit that does not parse or validate is saved beside it as
+    ``<name>.yaml.edited`` and the metafile gets the grid's copy (its last good merge): the run is never lost to a
+    half-done edit."""
+    path = directory / f"{raw['name']}.yaml"
+    if not path.is_file():
+        registry.write_entry(raw, directory)
+        return
+    text = path.read_text()
+    try:
+        on_disk = yaml.safe_load(text)
+        if not isinstance(on_disk, dict) or on_disk.get("name") != raw["name"]:
+            raise ValueError("it is not this entry's metafile any more")
+        merged = {**on_disk, "results": raw["results"]}
+        registry.write_entry(merged, directory)
+        raw.clear()
+        raw.update(merged)  # the grid's copy from now on: a later broken edit falls back to this one
+    except (yaml.YAMLError, ValueError) as err:
+        atomic_write_bytes(path.with_name(path.name + ".edited"), text.encode())
+        print(
+            f"zoo evidence: {path} was edited during the grid and does not load ({err}); the edit is saved as "
+            f"{path.name}.edited and the metafile holds the grid's copy with the new results",
+            file=sys.stderr,
+        )
+        registry.write_entry(raw, directory)
