@@ -3,6 +3,8 @@ carrying the teacher's scale, prompts, losses and the pooled, unaligned metrics.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -196,3 +198,20 @@ def test_the_teacher_test_scores_a_density_sweep_and_clean_prompts_on_the_same_n
     assert results["test/clean_absrel"] == pytest.approx(bound["test/absrel"], abs=1e-7)
     with pytest.raises(ValueError, match=r"test_densities \[0.0\]"):
         PromptDepthTeacher(PromptDepthNet(widths=(4, 8)), test_densities=[0.0])
+
+
+def test_the_label_quality_diagnostic_tells_exact_labels_from_the_teachers(capsys):
+    """scripts/metric_label_quality.py (the card's answer to why distillation does not help): the rendered
+    source is the exact depth (AbsRel 0, every pixel), sparse LiDAR covers a part of the image, the teacher every
+    pixel of it, with an error above zero."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts/metric_label_quality.py"
+    spec = importlib.util.spec_from_file_location("metric_label_quality", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--samples", "24", "--batch-size", "12"])
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert rows["source", "rendered"][:2] == ["100.0%", "0.000"]
+    assert float(rows["source", "lidar"][0].rstrip("%")) < 60
+    assert rows["teacher", "lidar"][0] == "100.0%" and float(rows["teacher", "all"][1]) > 0.01
