@@ -319,6 +319,23 @@ def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo)
     assert len(registry.get("gcn-csbm").meta.results.runs["distilled"]) == 3
 
 
+def test_evidence_digits_set_the_decimals_of_rows_pairs_and_card(scratch_zoo):
+    """A fraction such as AbsRel (scale 1) needs three decimals: 0.357 against 0.356 must not both read 0.36."""
+    from zoo import cards, evidence
+
+    two_arm_entry(scale=1, digits=3)
+    results = evidence.run("gcn-csbm", seeds=2, fit=fake_fit)
+    base, distilled = results["rows"]
+    assert base["values"] == [0.53, 0.48] and distilled["mean"] == 0.605  # fake_fit: 0.5 + 0.03, 0.5 - 0.02, + 0.1
+    assert distilled["paired"]["mean"] == pytest.approx(0.1)
+    card = cards.render_entry(registry.get("gcn-csbm").meta)
+    assert "| distilled | 0.605 ± 0.035 | 2 | +0.100 [+0.100, +0.100] |" in card
+    raw = registry.get("gcn-csbm").raw
+    raw["evidence"]["digits"] = 9
+    with pytest.raises(ValueError, match="evidence.digits: expected 0 to 6 decimals, got 9"):
+        registry.write_entry(raw, registry.entries_dir())
+
+
 def test_a_metafile_edited_while_the_grid_runs_keeps_the_edit_and_every_run(scratch_zoo):
     """A grid holds the metafile it started from for hours; a summary written meanwhile survives its next write,
     and an edit that no longer loads is saved beside the metafile while the run is still recorded."""

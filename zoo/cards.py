@@ -14,9 +14,9 @@ Every result row was written by the command shown under it. Load any entry with
 """
 
 
-def _value(row: schema.Row | schema.Summary) -> str:
-    """A headline row at two decimals; an extra metric's summary with the digits it was stored with (four at
-    most), so a cosine of 0.9788 +- 0.0002 reads as that, not as 0.98 +- 0.00."""
+def _value(row: schema.Row | schema.Summary, digits: int = 2) -> str:
+    """A headline row at the evidence's ``digits`` decimals; an extra metric's summary with the digits it was
+    stored with (four at most), so a cosine of 0.9788 +- 0.0002 reads as that, not as 0.98 +- 0.00."""
     if isinstance(row, schema.Summary):
 
         def show(x: float) -> str:
@@ -24,25 +24,34 @@ def _value(row: schema.Row | schema.Summary) -> str:
     else:
 
         def show(x: float) -> str:
-            return f"{x:.2f}"
+            return f"{x:.{digits}f}"
 
     return f"{show(row.mean)} ± {show(row.std)}" if row.std is not None else show(row.mean)
 
 
-def _paired(p: schema.Paired | None, named: bool = False) -> str:
-    return f" {p.mean:+.2f} [{p.lo:+.2f}, {p.hi:+.2f}]{f' vs {p.against}' if named else ''} |" if p else " |"
+def _paired(p: schema.Paired | None, named: bool = False, digits: int = 2) -> str:
+    if not p:
+        return " |"
+    return f" {p.mean:+.{digits}f} [{p.lo:+.{digits}f}, {p.hi:+.{digits}f}]{f' vs {p.against}' if named else ''} |"
 
 
 def _fmt_row(
-    row: schema.Row, top_k: int, extra: list[str], paired: bool, named: bool = False, per_sample: bool = False
+    row: schema.Row,
+    top_k: int,
+    extra: list[str],
+    paired: bool,
+    named: bool = False,
+    per_sample: bool = False,
+    digits: int = 2,
 ) -> str:
     top = " |" if top_k else ""
     if top_k and row.top_mean is not None:
-        top = f" {row.top_mean:.2f} ± {row.top_std:.2f} |"
+        top = f" {row.top_mean:.{digits}f} ± {row.top_std:.{digits}f} |"
     more = "".join(f" {_value(row.metrics[m])} |" if m in row.metrics else " |" for m in extra)
     n = "" if row.n is None else row.n
-    pairs = (_paired(row.paired, named) if paired else "") + (_paired(row.paired_samples, named) if per_sample else "")
-    return f"| {row.arm} | {_value(row)} | {n} |{pairs}{top}{more}"
+    pairs = _paired(row.paired, named, digits) if paired else ""
+    pairs += _paired(row.paired_samples, named, digits) if per_sample else ""
+    return f"| {row.arm} | {_value(row, digits)} | {n} |{pairs}{top}{more}"
 
 
 def _published(block: schema.PublishedModel | None) -> str | None:
@@ -53,7 +62,7 @@ def _published(block: schema.PublishedModel | None) -> str | None:
     return f"{block.metric} = {block.value:g} on {block.data}{note} (checked by `{block.check}`)"
 
 
-def _table(title: str, metric: str, rows: list[schema.Row]) -> list[str]:
+def _table(title: str, metric: str, rows: list[schema.Row], digits: int = 2) -> list[str]:
     top_k = max((r.top_k for r in rows), default=0)
     extra = list(dict.fromkeys(m for r in rows for m in r.metrics))
     paired = any(r.paired for r in rows)
@@ -68,7 +77,7 @@ def _table(title: str, metric: str, rows: list[schema.Row]) -> list[str]:
     head += (f" top {top_k} by validation |" if top_k else "") + "".join(f" {m} |" for m in extra)
     rule = "|---|---|---|" + ("---|" if paired else "") + ("---|" if samples else "") + ("---|" if top_k else "")
     rule += "---|" * len(extra)
-    body = (_fmt_row(r, top_k, extra, paired, named, samples is not None) for r in rows)
+    body = (_fmt_row(r, top_k, extra, paired, named, samples is not None, digits) for r in rows)
     return [f"### {title}: {metric}", "", head, rule, *body, ""]
 
 
@@ -105,12 +114,13 @@ def render_entry(meta: schema.Metafile) -> str:
         lines += [f"Rebuild: `python cli.py zoo publish {meta.name}` ({how}).", ""]
     results = meta.results
     metric = results.metric or ""
+    digits = meta.evidence.digits if meta.evidence else 2
     if results.rows:
-        lines += _table("Results", metric, [r for r in results.rows if r.metric is None])
+        lines += _table("Results", metric, [r for r in results.rows if r.metric is None], digits)
         for other in dict.fromkeys(r.metric for r in results.rows if r.metric is not None):
-            lines += _table("Results", str(other), [r for r in results.rows if r.metric == other])
+            lines += _table("Results", str(other), [r for r in results.rows if r.metric == other], digits)
     for title, archived in results.archived.items():
-        lines += _table(f"Results ({title})", metric, archived.rows)
+        lines += _table(f"Results ({title})", metric, archived.rows, digits)
         if archived.command:
             lines += [f"Reproduce: `{archived.command}` at the release these rows come from.", ""]
     if results.rows:

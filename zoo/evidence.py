@@ -216,17 +216,20 @@ def summarise(
     if top_k and val and None not in val:
         best = sorted(range(len(scaled)), key=lambda i: -val[i])[:top_k]
         top = [scaled[i] for i in best]
-        row.update(top_k=top_k, top_mean=round(statistics.fmean(top), 2), top_std=round(statistics.pstdev(top), 2))
+        row.update(
+            top_k=top_k, top_mean=round(statistics.fmean(top), digits), top_std=round(statistics.pstdev(top), digits)
+        )
     return row
 
 
-def paired_difference(diffs: list[float]) -> dict[str, float]:
-    """Mean of paired differences with a two-sided 95% Student-t interval (needs two or more pairs)."""
+def paired_difference(diffs: list[float], digits: int = 3) -> dict[str, float]:
+    """Mean of paired differences with a two-sided 95% Student-t interval (needs two or more pairs), rounded to
+    ``digits`` decimals."""
     n = len(diffs)
     mean = statistics.fmean(diffs)
     half = T95.get(n - 1, T95[max(k for k in T95 if k <= n - 1)] if n - 1 <= 30 else 1.96)
     half *= statistics.stdev(diffs) / math.sqrt(n)
-    return {"mean": round(mean, 3), "lo": round(mean - half, 3), "hi": round(mean + half, 3), "n": n}
+    return {"mean": round(mean, digits), "lo": round(mean - half, digits), "hi": round(mean + half, digits), "n": n}
 
 
 def paired_samples(mine: list[dict], base: list[dict], metric: str, seeds: int) -> tuple[list[float], int] | None:
@@ -476,7 +479,7 @@ def _write(
         row = {"arm": arm_name} | ({"metric": arm.metric} if arm.metric else {})
         own_scale = arm.scale if arm.scale is not None else scale
         row |= summarise([_pick(r["test"], arm.metric or metric, arm) for r in mine], own_scale,
-                         [r["best_val"] for r in mine], spec.top_k)  # fmt: skip
+                         [r["best_val"] for r in mine], spec.top_k, spec.digits)  # fmt: skip
         row["seeds"] = [r["seed"] for r in mine]
         # An extra metric some arm never logs (a conflict rate without two sources) is left out of its row.
         logged = [m for m in extra if all(m in r["test"] for r in mine)]
@@ -490,6 +493,7 @@ def _write(
     def headline(arm: str | None) -> dict[int, float | None]:
         return {r["seed"]: r["test"].get(metric) for r in recorded.get(arm, []) if r["seed"] < seeds}
 
+    pair_digits = max(3, spec.digits + 1)  # one decimal finer than the rows, as the card shows them
     for row in rows:
         against = spec.arm(row["arm"]).paired_against or baseline
         if row["arm"] == against or against is None or row.get("metric"):  # pairs share the headline
@@ -497,13 +501,14 @@ def _write(
         mine, base = headline(row["arm"]), headline(against)
         shared = sorted(s for s in mine if s in base and mine[s] is not None and base[s] is not None)
         if len(shared) >= 2:
-            row["paired"] = {"against": against, **paired_difference([(mine[s] - base[s]) * scale for s in shared])}
+            diffs = [(mine[s] - base[s]) * scale for s in shared]
+            row["paired"] = {"against": against, **paired_difference(diffs, pair_digits)}
         per_sample = paired_samples(recorded.get(row["arm"], []), recorded.get(against, []), metric, seeds)
         if per_sample is not None:
             diffs, n_seeds = per_sample
             row["paired_samples"] = {
                 "against": against,
-                **paired_difference([d * scale for d in diffs]),
+                **paired_difference([d * scale for d in diffs], pair_digits),
                 "seeds": n_seeds,
             }
     hardware = f"{platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}, "

@@ -159,6 +159,7 @@ class Evidence:
     metrics: list[str] = _many(list)
     scale: float = 1.0
     top_k: int = 0
+    digits: int = 2  # decimals of the headline rows: 2 for a percentage or dB, 3 for a fraction such as AbsRel
     selection: str = "test metric at the best-validation checkpoint"
     title: str | None = None
     gates: list[Gate] = _many(list)
@@ -469,6 +470,8 @@ def parse(raw: Any, pending: bool = False) -> Metafile:
     if (meta.kind == "dataset") != (meta.loader is not None):
         raise SchemaError("loader: a dataset entry names its @stored_dataset class, and only a dataset entry has one")
     if meta.evidence is not None:
+        if not 0 <= meta.evidence.digits <= 6:
+            raise SchemaError(f"evidence.digits: expected 0 to 6 decimals, got {meta.evidence.digits}")
         stages = [a.arm for a in meta.evidence.stages]
         for arm in meta.evidence.stages:
             if arm.after is not None:
