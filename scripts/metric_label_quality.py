@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args(argv)
 
-    torch.manual_seed(0)
     dm = MetricDepthDataModule(size=(64, 64), train_samples=args.samples, batch_size=args.batch_size)
     dm.setup("fit")
     teacher = zoo.load(args.teacher.removeprefix("zoo:")).eval()
