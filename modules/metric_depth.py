@@ -275,7 +275,7 @@ def _update_groups(
 ) -> None:
     """Feed each image of the batch (those ``keep`` marks) to its groups' metrics: a generated image to the pooled
     ones and its source type's, a real frame to the pooled real ones and its dataset's (when the collection has
-    that group). ``prefix`` names a variant's metrics (``d0.1pct_absrel``, ``real_d0.1pct_absrel``)."""
+    that group). ``prefix`` names a variant's metrics (``d0p1pct_absrel``, ``real_d0p1pct_absrel``)."""
     for i, dataset in enumerate(batch["dataset"]):
         if keep is not None and not bool(keep[i]):
             continue
@@ -311,6 +311,12 @@ class _DepthModule(DistillModule):
         return int(batch["image"].shape[0])
 
 
+def density_tag(density: float) -> str:
+    """The metric prefix of a test prompt density: 0.001 -> ``d0p1pct`` (percent, the point written ``p``: a
+    metric's name keys a torchmetrics ``MetricCollection``, a ``ModuleDict``, which refuses ``.``)."""
+    return f"d{100 * density:g}pct".replace(".", "p")
+
+
 class PromptDepthTeacher(_DepthModule):
     """Trains :class:`PromptDepthNet` (the ``student`` argument: the network being trained and exported) on each
     image's noisy source: the prompt is ``prompt_density`` (a log-uniform range) of the source's pixels, the loss
@@ -319,7 +325,7 @@ class PromptDepthTeacher(_DepthModule):
     ground truth (``"clean"``: depth completion, the upper bound); real frames are prompted from their ground truth.
 
     The test also scores the same network under other prompts, pooled over the generated and the real images:
-    each of ``test_densities`` of the own source (``d0.1pct_absrel``, ``real_d0.1pct_absrel``, ...) and, with
+    each of ``test_densities`` of the own source (``d0p1pct_absrel``, ``real_d0p1pct_absrel``, ...) and, with
     ``test_clean``, ``eval_density`` of the clean depth (``clean_absrel``...). A density sweep or the completion
     bound then needs no fit of its own (the prompt changes only at test), and its points are paired: one model,
     the same images, the same seed of prompt pixels."""
@@ -349,7 +355,7 @@ class PromptDepthTeacher(_DepthModule):
         super().__init__(student=student, init_weights=init_weights, loss_weights=loss_weights, optimizer=optimizer,
                          lr_scheduler=lr_scheduler)  # fmt: skip
         self.prompt_density, self.eval_density, self.eval_prompt = (float(lo), float(hi)), eval_density, eval_prompt
-        self.test_variants = {f"d{100 * d:g}pct_": ("source", d) for d in sweep}
+        self.test_variants = {f"{density_tag(d)}_": ("source", d) for d in sweep}
         if test_clean:
             self.test_variants["clean_"] = ("clean", eval_density)
 

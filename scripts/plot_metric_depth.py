@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import cli  # noqa: E402
 import zoo  # noqa: E402
-from modules.metric_depth import PromptDepthTeacher  # noqa: E402
+from modules.metric_depth import PromptDepthTeacher, density_tag  # noqa: E402
 from zoo import evidence, export, publish, registry  # noqa: E402
 
 TEACHER = "zoo:metric-prompt-teacher-scenes"
@@ -123,7 +123,7 @@ def plot_curves(name: str, out: Path) -> None:
             xs, stats = zip(*points)
             scaling.errorbar(xs, [m for m, _ in stats], [s for _, s in stats], marker=marker, capsize=3, label=label)
             drawn = True
-        sweep = [(d, recorded(name, REFERENCE, f"test/{prefix}d{d:g}pct_absrel")) for d in DENSITIES]
+        sweep = [(d, recorded(name, REFERENCE, f"test/{prefix}{density_tag(d / 100)}_absrel")) for d in DENSITIES]
         sweep = [(d, mean_std(v)) for d, v in sweep if v]
         if sweep:
             ds, stats = zip(*sweep)

@@ -183,14 +183,14 @@ def test_the_teacher_test_scores_a_density_sweep_and_clean_prompts_on_the_same_n
 
     dm = MetricDepthDataModule(size=(32, 32), train_samples=8, val_samples=4, test_samples=8, batch_size=4)
     torch.manual_seed(0)
-    module = PromptDepthTeacher(PromptDepthNet(widths=(4, 8)), test_densities=[0.01, 0.05], test_clean=True)
+    module = PromptDepthTeacher(PromptDepthNet(widths=(4, 8)), test_densities=[0.001, 0.01, 0.05], test_clean=True)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(module, dm)
     (results,) = trainer.test(module, dm, verbose=False)
     assert results["test/d1pct_absrel"] == pytest.approx(results["test/absrel"], abs=1e-7)
     assert results["test/d5pct_absrel"] != pytest.approx(results["test/absrel"], abs=1e-4)
-    assert {"test/d5pct_delta1", "test/clean_rmse", "test/clean_silog"} <= set(results)
+    assert {"test/d5pct_delta1", "test/d0p1pct_absrel", "test/clean_rmse", "test/clean_silog"} <= set(results)
     clean = PromptDepthTeacher(module.student, eval_prompt="clean")
     (bound,) = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path).test(
         clean, dm, verbose=False
