@@ -319,6 +319,30 @@ def test_evidence_resumes_from_recorded_runs_and_pairs_arms_by_seed(scratch_zoo)
     assert len(registry.get("gcn-csbm").meta.results.runs["distilled"]) == 3
 
 
+def test_a_failing_evidence_fit_is_reported_and_the_grid_goes_on(scratch_zoo, capsys):
+    """One fit raising (a recipe that breaks at setup) does not stop the grid: it is reported when it fails, every
+    other run is fitted and recorded, and the grid ends with an error naming the failed arm and seed."""
+    from zoo import evidence
+
+    two_arm_entry()
+
+    def flaky(arm, seed, keep=None):
+        if (arm.arm, seed) == ("baseline", 0):
+            raise KeyError("module name can't contain '.'")
+        return fake_fit(arm, seed, keep)
+
+    FAKE_CALLS.clear()
+    with pytest.raises(RuntimeError, match=r"1 fit\(s\) failed.*'baseline' seed 0: KeyError"):
+        evidence.run("gcn-csbm", seeds=2, fit=flaky)
+    assert FAKE_CALLS == [("baseline", 1), ("distilled", 0), ("distilled", 1)]
+    assert "baseline | seed 0: FAILED, KeyError" in capsys.readouterr().out
+    runs = registry.get("gcn-csbm").raw["results"]["runs"]
+    assert [r["seed"] for r in runs["baseline"]] == [1] and len(runs["distilled"]) == 2
+    FAKE_CALLS.clear()  # the rerun fits only the failed run
+    evidence.run("gcn-csbm", seeds=2, fit=fake_fit)
+    assert FAKE_CALLS == [("baseline", 0)]
+
+
 def test_evidence_digits_set_the_decimals_of_rows_pairs_and_card(scratch_zoo):
     """A fraction such as AbsRel (scale 1) needs three decimals: 0.357 against 0.356 must not both read 0.36."""
     from zoo import cards, evidence

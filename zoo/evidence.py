@@ -422,6 +422,19 @@ def run(
     def record_first(item: tuple[schema.Arm, int], outcome: tuple) -> None:
         (record_stage if item[0].arm in stage_names else record)(item[0], item[1], outcome)
 
+    failed: list[str] = []
+
+    def attempt(item: tuple[schema.Arm, int], outcome: Callable[[], tuple], save: Callable) -> None:
+        """Record a finished fit; a fit that raised is reported now and the grid goes on with the others."""
+        try:
+            result = outcome()
+        except Exception as err:  # noqa: BLE001 - any fit's failure; raised again, together, at the end
+            failed.append(f"{item[0].arm!r} seed {item[1]}: {type(err).__name__}: {err}")
+            print(f"[evidence] {name} | {item[0].arm} | seed {item[1]}: FAILED, {type(err).__name__}: {err}",
+                  flush=True)  # fmt: skip
+            return
+        save(*item, result)
+
     if jobs > 1 and len(first) + len(second) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -434,15 +447,17 @@ def run(
                 for f, k in first
             }
             for future in as_completed(staged):
-                record_first(staged[future], future.result())
+                attempt(staged[future], future.result, lambda a, k, o: record_first((a, k), o))
             futures = {pool.submit(_timed, fit, arm, seed, keep): (arm, seed) for arm, seed in second}
             for future in as_completed(futures):
-                record(*futures[future], future.result())
+                attempt(futures[future], future.result, record)
     else:
         for item in first:
-            record_first(item, run_first(item))
+            attempt(item, lambda item=item: run_first(item), lambda a, k, o: record_first((a, k), o))
         for arm, seed in second:
-            record(arm, seed, _timed(fit, arm, seed, keep))
+            attempt((arm, seed), lambda arm=arm, seed=seed: _timed(fit, arm, seed, keep), record)
+    if failed:
+        raise RuntimeError(f"{len(failed)} fit(s) failed (every other run is recorded): " + "; ".join(failed))
     if not first and not second:  # nothing fitted: the rows are rebuilt, the recorded command and hardware kept
         owners = {arm.runs_from for arm in spec.arms}
         if len(owners) == 1 and None not in owners:  # every run was fitted by the other entry's command, there
