@@ -12,6 +12,7 @@ import yaml
 
 import cli
 import zoo
+from zoo import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "recipes").glob("*/*.yaml"))
@@ -47,7 +48,12 @@ def overlay_base(recipe: str) -> str:
 
 
 def build(configs: list[str], args: list[str] = ()) -> cli.DistillCLI:
-    return cli.lightning_main([*(f"--config={c}" for c in configs), *args], run=False)
+    """The CLI's objects, and the model's epoch metrics built as ``setup`` builds them (a metric name torchmetrics
+    refuses fails here, not hours into a grid)."""
+    built = cli.lightning_main([*(f"--config={c}" for c in configs), *args], run=False)
+    if callable(getattr(built.model, "configure_metrics", None)):
+        built.model.configure_metrics()
+    return built
 
 
 def recipe_cases() -> list:
@@ -60,11 +66,11 @@ def recipe_cases() -> list:
 
 
 def arm_cases() -> list:
-    """Every stage and arm of every published entry; an arm that starts after a stage is built without the
+    """Every stage and arm of every entry, published or pending; an arm that starts after a stage is built without the
     overrides that take the stage's checkpoint ({after}), which exists only once the stage has run."""
     cases = []
-    for name in zoo.list():
-        evidence = zoo.get(name).meta.evidence
+    for name in [*zoo.list(), *registry.list_pending()]:
+        evidence = registry.get(name, pending=True).meta.evidence
         for arm in [*evidence.stages, *evidence.arms] if evidence else []:
             if arm.after is not None:
                 arm = dataclasses.replace(arm, args=[a for a in arm.args if "{after}" not in a])
