@@ -68,12 +68,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     dm = MetricDepthDataModule(size=(64, 64), train_samples=args.samples, batch_size=args.batch_size)
-    dm.setup("fit")
     teacher = zoo.load(args.teacher.removeprefix("zoo:")).eval()
     groups = ["all", *SOURCE_KINDS]
     scores = {(label, g): LabelScore() for label in ("source", "teacher") for g in groups}
     generator = torch.Generator().manual_seed(0)
-    loader = dm.loader(dm._sets["train"], shuffle=False)
+    loader = dm.loader(dm.dataset("train"), shuffle=False)
     with torch.no_grad():
         for batch in loader:
             source, depth = batch["source"], batch["depth"]

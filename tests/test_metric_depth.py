@@ -162,6 +162,20 @@ def test_a_teacher_fit_logs_only_the_groups_it_saw(tmp_path):
     assert all(torch.isfinite(torch.tensor(v)) for v in results.values())
 
 
+def test_the_datamodule_hands_out_its_generated_splits_in_their_fixed_order():
+    """``dataset(split)`` sets up on first use and gives what the unshuffled loaders batch; an unknown split is
+    named in the error."""
+    from datamodules.images import MetricDepthDataModule
+
+    dm = MetricDepthDataModule(size=(16, 16), train_samples=3, val_samples=2, test_samples=2, batch_size=2)
+    train = dm.dataset("train")
+    assert len(train) == 3 and len(dm.dataset("test")) == 2
+    (first, *_) = dm.val_dataloader()
+    assert torch.equal(first["image"][0], dm.dataset("val")[0]["image"])
+    with pytest.raises(ValueError, match="'tests'"):
+        dm.dataset("tests")
+
+
 def test_a_teacher_has_no_prediction_for_an_image_whose_source_measured_nothing():
     torch.manual_seed(0)
     module = PromptDepthTeacher(PromptDepthNet(widths=(4, 8))).eval()

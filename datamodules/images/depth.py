@@ -383,6 +383,13 @@ class MetricDepthDataModule(BaseDataModule):
                 + (f"; {masked} negative, NaN or infinite depth pixels masked as invalid" if masked else "")
             )
 
+    def dataset(self, split: str) -> Dataset:
+        """The generated ``split`` ("train", "val" or "test") in its fixed order, as the loaders batch it."""
+        if split not in self.samples:
+            raise ValueError(f"split must be one of {list(self.samples)}, got {split!r}")
+        self.setup()
+        return self._sets[split]
+
     def train_dataloader(self) -> DataLoader:
         return self.loader(self._sets["train"], shuffle=True)
 
