@@ -41,7 +41,7 @@ SCALING = [  # (arm, x label)
     ("teacher scaling: 1 source type (LiDAR)", "1 source"),
     ("teacher scaling: 2 source types (LiDAR, MVS)", "2 sources"),
     (REFERENCE, "4 sources"),
-    ("teacher scaling: 4x data (16,000 scenes)", "4 sources,\n4x data"),
+    ("teacher scaling: 4x data (16,000 scenes, the same steps)", "4 sources,\n4x data"),
 ]
 DENSITIES = [0.1, 0.3, 1, 3]  # % of the own source's pixels, the teacher recipe's test_densities
 
@@ -105,7 +105,10 @@ def plot_frames(name: str, student_source: str, per_dataset: int, out: Path) -> 
 
 
 def recorded(name: str, arm: str, metric: str) -> list[float]:
-    runs = registry.get(name, pending=True).meta.results.runs.get(arm, [])
+    """``metric`` of each recorded run of ``arm`` (none yet while the grid runs); an arm the entry lacks raises."""
+    meta = registry.get(name, pending=True).meta
+    meta.evidence.arm(arm)  # a renamed arm fails here, not as a silently missing point
+    runs = meta.results.runs.get(arm, []) if meta.results else []
     return [r.test[metric] for r in runs if metric in r.test]
 
 

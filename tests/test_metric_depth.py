@@ -218,14 +218,30 @@ def test_the_label_quality_diagnostic_tells_exact_labels_from_the_teachers(capsy
     """scripts/metric_label_quality.py (the card's answer to why distillation does not help): the rendered
     source is the exact depth (AbsRel 0, every pixel), sparse LiDAR covers a part of the image, the teacher every
     pixel of it, with an error above zero."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts/metric_label_quality.py"
-    spec = importlib.util.spec_from_file_location("metric_label_quality", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("metric_label_quality")
     script.main(["--samples", "24", "--batch-size", "12"])
     rows = {tuple(line.split()[:2]): line.split()[2:] for line in capsys.readouterr().out.splitlines()[1:-1]}
     assert rows["source", "rendered"][:2] == ["100.0%", "0.000"]
     assert float(rows["source", "lidar"][0].rstrip("%")) < 60
     assert rows["teacher", "lidar"][0] == "100.0%" and float(rows["teacher", "all"][1]) > 0.01
+
+
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / f"scripts/{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_the_figure_script_reads_arms_the_entry_has():
+    """The curves figure reads the teacher arms by name: a renamed arm would silently drop its point, so every
+    name it reads must be one of the entry's arms (and ``recorded`` refuses any other)."""
+    from zoo import registry
+
+    script = load_script("plot_metric_depth")
+    arms = {a.arm for a in registry.get("metric-student-scenes", pending=True).meta.evidence.arms}
+    assert {arm for arm, _ in script.SCALING} | {script.REFERENCE} <= arms
+    with pytest.raises(KeyError, match="unknown arm"):
+        script.recorded("metric-student-scenes", "teacher scaling: 4x data (16,000 scenes)", "test/absrel")
