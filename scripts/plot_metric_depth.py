@@ -43,6 +43,7 @@ SCALING = [  # (arm, x label)
     (REFERENCE, "4 sources"),
     ("teacher scaling: 4x data (16,000 scenes, the same steps)", "4 sources,\n4x data"),
 ]
+STUDENTS = [("student on the noisy sources directly", "--"), ("student distilled from the teacher (SILog)", ":")]
 DENSITIES = [0.1, 0.3, 1, 3]  # % of the own source's pixels, the teacher recipe's test_densities
 
 
@@ -117,7 +118,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def plot_curves(name: str, out: Path) -> None:
-    fig, (scaling, density) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (scaling, density) = plt.subplots(1, 2, figsize=(10, 4.8))
     drawn = False
     for prefix, label, marker in (("", "generated, held-out focal lengths", "o"), ("real_", "real frames", "s")):
         points = [(x, recorded(name, arm, f"test/{prefix}absrel")) for x, (arm, _) in enumerate(SCALING)]
@@ -130,14 +131,19 @@ def plot_curves(name: str, out: Path) -> None:
         sweep = [(d, mean_std(v)) for d, v in sweep if v]
         if sweep:
             ds, stats = zip(*sweep)
+            prompted = "prompts from the ground truth" if prefix else "own source"
             line = density.errorbar(ds, [m for m, _ in stats], [s for _, s in stats], marker=marker, capsize=3,
-                                    label=f"{label}, own source")  # fmt: skip
+                                    label=f"{label}, {prompted}")  # fmt: skip
             clean = recorded(name, REFERENCE, f"test/{prefix}clean_absrel") if not prefix else []
             if clean:
                 m, s = mean_std(clean)
                 density.errorbar([1], [m], [s], marker="*", ms=10, ls="none", color=line[0].get_color(),
                                  label=f"{label}, 1% clean depth (bound)")  # fmt: skip
             drawn = True
+    for arm, style in STUDENTS:  # the prompt-free students' level on the generated test, for scale
+        values = recorded(name, arm, "test/absrel")
+        if values:
+            density.axhline(statistics.fmean(values), color="grey", ls=style, lw=1, label=f"{arm}, generated")
     if not drawn:
         raise SystemExit(f"{name} has no recorded teacher runs yet (run zoo evidence {name} first)")
     scaling.set_xticks(range(len(SCALING)), [x for _, x in SCALING], fontsize=8)
@@ -148,7 +154,7 @@ def plot_curves(name: str, out: Path) -> None:
     for ax in (scaling, density):
         ax.set_ylabel("AbsRel (lower is better)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     fig.suptitle(f"{name}: mean ± std over seeds", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -242,6 +242,6 @@ def test_the_figure_script_reads_arms_the_entry_has():
 
     script = load_script("plot_metric_depth")
     arms = {a.arm for a in registry.get("metric-student-scenes", pending=True).meta.evidence.arms}
-    assert {arm for arm, _ in script.SCALING} | {script.REFERENCE} <= arms
+    assert {arm for arm, _ in script.SCALING + script.STUDENTS} | {script.REFERENCE} <= arms
     with pytest.raises(KeyError, match="unknown arm"):
         script.recorded("metric-student-scenes", "teacher scaling: 4x data (16,000 scenes)", "test/absrel")
