@@ -419,13 +419,13 @@ def run(
         f, k = item
         return _timed_kept(fit, f, k, None if f.arm in stage_names else keep, kept(f.arm, k))
 
-    def record_first(item: tuple[schema.Arm, int], outcome: tuple) -> None:
+    def record_item(item: tuple[schema.Arm, int], outcome: tuple) -> None:  # a stage's fit or an arm's
         (record_stage if item[0].arm in stage_names else record)(item[0], item[1], outcome)
 
     failed: list[str] = []
 
-    def attempt(item: tuple[schema.Arm, int], outcome: Callable[[], tuple], save: Callable) -> None:
-        """Record a finished fit; a fit that raised is reported now and the grid goes on with the others."""
+    def attempt(item: tuple[schema.Arm, int], outcome: Callable[[], tuple]) -> None:
+        """Record a finished fit (a stage's or an arm's); a fit that raised is reported now and the grid goes on."""
         try:
             result = outcome()
         except Exception as err:  # noqa: BLE001 - any fit's failure; raised again, together, at the end
@@ -433,7 +433,7 @@ def run(
             print(f"[evidence] {name} | {item[0].arm} | seed {item[1]}: FAILED, {type(err).__name__}: {err}",
                   flush=True)  # fmt: skip
             return
-        save(*item, result)
+        record_item(item, result)
 
     if jobs > 1 and len(first) + len(second) > 1:
         import multiprocessing
@@ -447,15 +447,15 @@ def run(
                 for f, k in first
             }
             for future in as_completed(staged):
-                attempt(staged[future], future.result, lambda a, k, o: record_first((a, k), o))
+                attempt(staged[future], future.result)
             futures = {pool.submit(_timed, fit, arm, seed, keep): (arm, seed) for arm, seed in second}
             for future in as_completed(futures):
-                attempt(futures[future], future.result, record)
+                attempt(futures[future], future.result)
     else:
         for item in first:
-            attempt(item, lambda item=item: run_first(item), lambda a, k, o: record_first((a, k), o))
+            attempt(item, lambda item=item: run_first(item))
         for arm, seed in second:
-            attempt((arm, seed), lambda arm=arm, seed=seed: _timed(fit, arm, seed, keep), record)
+            attempt((arm, seed), lambda arm=arm, seed=seed: _timed(fit, arm, seed, keep))
     if failed:
         raise RuntimeError(f"{len(failed)} fit(s) failed (every other run is recorded): " + "; ".join(failed))
     if not first and not second:  # nothing fitted: the rows are rebuilt, the recorded command and hardware kept
