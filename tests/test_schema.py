@@ -76,3 +76,13 @@ def test_publishing_what_an_arm_starts_from_needs_an_arm_that_starts_after_somet
     assert schema.parse(raw | {"publish": {"arm": "probe", "export": "after"}}).publish.export == "after"
     with pytest.raises(schema.SchemaError, match="'after' needs an evidence arm that starts after"):
         schema.parse(raw | {"publish": {"arm": "plain", "export": "after"}})
+
+
+def test_an_arm_named_like_a_stage_or_another_arm_is_refused():
+    weights = {"file": "checkpoints/x.safetensors", "sha256": "0" * 64}
+    arm = {"arm": "s", "config": ["r.yaml"]}
+    raw = {"name": "toy", "method": "m", "task": "t", "weights": weights}
+    for evidence in ({"stages": [arm], "arms": [arm]}, {"arms": [arm, arm | {"args": ["--x=1"]}]}):
+        with pytest.raises(schema.SchemaError, match=r"\['s'\] named twice"):
+            schema.parse(raw | {"evidence": {"metric": "test/miou", **evidence}})
+    assert schema.parse(raw | {"evidence": {"metric": "test/miou", "stages": [arm], "arms": [arm | {"arm": "t"}]}})

@@ -473,6 +473,10 @@ def parse(raw: Any, pending: bool = False) -> Metafile:
         if not 0 <= meta.evidence.digits <= 6:
             raise SchemaError(f"evidence.digits: expected 0 to 6 decimals, got {meta.evidence.digits}")
         stages = [a.arm for a in meta.evidence.stages]
+        names = stages + [a.arm for a in meta.evidence.arms]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # runs are recorded, kept and started from by name: one name, one fit
+            raise SchemaError(f"evidence: {twice} named twice among the stages and arms; each needs its own name")
         for arm in meta.evidence.stages:
             if arm.after is not None:
                 raise SchemaError(f"evidence.stages: stage {arm.arm!r} has an after; stages start from nothing")
